@@ -48,3 +48,19 @@ def quiet_libraries() -> None:
         datasets.disable_progress_bars()
     except ImportError:
         pass
+
+
+def progress(iterable=None, **kwargs):
+    """A tqdm bar on stdout for the course's own long loops.
+
+    stdout, not tqdm's default stderr: Jupyter may interleave the two streams in a different order on each run,
+    and nbval compares that order. On one stream, only the bar's final state and its timings (sanitized) remain.
+    """
+    import sys
+
+    from tqdm import tqdm
+
+    kwargs.setdefault("file", sys.stdout)
+    # A fixed bar width: with a width that adapts, the length of the rate text would change the bar itself.
+    kwargs.setdefault("bar_format", "{l_bar}{bar:30}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}]")
+    return tqdm(iterable, **kwargs)
