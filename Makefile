@@ -5,7 +5,6 @@
 VENV      ?= .venv
 BIN       := $(VENV)/bin
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
-export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
 .PHONY: setup course test unit nbval bench clean-outputs

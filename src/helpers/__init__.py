@@ -24,7 +24,7 @@ for _name, _value in {
 if os.environ.get("COURSE_PROFILE", "cpu") != "gpu":
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-STAGES = ("config", "assets", "data", "prompts", "models", "training", "retrieval", "evaluation", "quiet")
+STAGES = ("config", "assets", "synthetic", "data", "prompts", "models", "training", "retrieval", "evaluation", "quiet")
 
 
 def __getattr__(name: str):

