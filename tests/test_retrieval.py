@@ -1,0 +1,230 @@
+"""The retrieval promises: one document per product, no duplicates on re-runs, a chain that keeps its sources,
+and the same code against a real Chroma server."""
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import chromadb
+import pytest
+from langchain_core.runnables import Runnable, RunnableLambda
+
+from helpers import config, retrieval
+
+PRODUCTS = {
+    "Girls Ballet Tutu Neon Pink": "A bright pink tulle tutu for girls who love ballet and dress-up.",
+    "Girls Ballet Tutu Neon Blue": "A neon blue tutu with an elastic waist, made for dance recitals.",
+    "Mog's Kittens": "Judith Kerr's picture book: Mog the cat looks after her new kittens.",
+    "The Prophet": "Kahlil Gibran's twenty-six prose poems on love, work, children and death.",
+    "The Book of Revelation": "A verse-by-verse commentary on the last book of the New Testament.",
+    "Stainless Steel Chef Knife 8 inch": "A sharp kitchen knife for vegetables, meat and fish, dishwasher safe.",
+}
+
+
+@pytest.fixture(scope="module")
+def profile():
+    return config.cpu_profile()
+
+
+@pytest.fixture(scope="module")
+def records():
+    return [{"uid": f"B{index:04d}", "product": title, "description": text}
+            for index, (title, text) in enumerate(PRODUCTS.items())]
+
+
+@pytest.fixture(scope="module")
+def tiny_store(profile, records, tmp_path_factory):
+    store = retrieval.open_store(profile, persist_directory=tmp_path_factory.mktemp("chroma"))
+    retrieval.index_documents(store, retrieval.product_documents(records), batch_size=4, progress=False)
+    return store
+
+
+def test_documents_are_product_and_description_with_uid_as_id(records):
+    document = retrieval.product_documents(records)[2]
+    assert document.page_content == "Product: Mog's Kittens - Description: " + PRODUCTS["Mog's Kittens"]
+    assert document.id == "B0002"
+    assert document.metadata == {"uid": "B0002", "title": "Mog's Kittens"}
+
+
+def test_a_record_without_description_is_a_clear_error(records):
+    with pytest.raises(ValueError, match="record 2 has no description"):
+        retrieval.product_documents([records[0], {"uid": "X", "product": "Empty", "description": ""}])
+
+
+def test_second_indexing_run_adds_nothing(profile, records, tmp_path):
+    store = retrieval.open_store(profile, persist_directory=tmp_path)
+    documents = retrieval.product_documents(records)
+    first = retrieval.index_documents(store, documents[:4], batch_size=3, progress=False)
+    second = retrieval.index_documents(store, documents, batch_size=3, progress=False)
+    third = retrieval.index_documents(store, documents, batch_size=3, progress=False)
+    assert (first.added, first.total) == (4, 4)
+    assert (second.added, second.already_present, second.total) == (2, 4, len(records))
+    assert (third.added, third.total) == (0, second.total)
+    reopened = retrieval.open_store(profile, persist_directory=tmp_path)
+    assert retrieval.document_count(reopened) == len(records)
+
+
+def test_the_collection_uses_cosine_distance(tiny_store):
+    assert tiny_store._collection.configuration["hnsw"]["space"] == "cosine"
+
+
+def test_tutu_search_finds_both_tutus_first(tiny_store):
+    top = retrieval.top_matches(tiny_store, "Girls Ballet Tutu Neon Pink", k=3)
+    assert list(top["title"][:2]) == ["Girls Ballet Tutu Neon Pink", "Girls Ballet Tutu Neon Blue"]
+    assert top["cosine distance"].is_monotonic_increasing
+
+
+def test_perturbed_queries_are_deterministic_and_each_changes_the_title():
+    title = "Girls Ballet Tutu Neon Pink"
+    queries = retrieval.perturbed_queries(title, seed=3407)
+    assert queries == retrieval.perturbed_queries(title, seed=3407)
+    assert queries["exact title"] == title
+    assert queries["lower-cased"] == "girls ballet tutu neon pink"
+    assert len(queries["word dropped"].split()) == len(title.split()) - 1
+    assert queries["typo"] != title and sorted(queries["typo"]) == sorted(title)
+
+
+def test_hit_at_k_counts_the_products_own_document(tiny_store, records):
+    quality = retrieval.retrieval_quality(tiny_store, records, seed=3407)
+    assert list(quality.index) == list(retrieval.QUERY_KINDS)
+    assert quality.loc["exact title", "hit@1"] == 1.0
+    assert (quality["hit@3"] >= quality["hit@1"]).all()
+    assert (quality["queries"] == len(records)).all()
+
+
+def test_a_product_missing_from_the_index_is_never_a_hit(tiny_store, records):
+    missing = {"uid": "NOT-INDEXED", "product": "Girls Ballet Tutu Neon Pink", "description": "x"}
+    quality = retrieval.retrieval_quality(tiny_store, [records[0], missing], seed=3407)
+    assert quality.loc["exact title", "hit@3"] == 0.5
+
+
+class PromptRecorder(Runnable):
+    """A fake LLM: answers with the prompt's length and remembers how it was called."""
+
+    def __init__(self):
+        self.batches = []
+
+    def invoke(self, input, config=None, **kwargs):
+        return self.batch([input])[0]
+
+    def batch(self, inputs, config=None, **kwargs):
+        self.batches.append(list(inputs))
+        return [f"answer {len(prompt)}" for prompt in inputs]
+
+
+def test_rag_chain_returns_answer_and_the_retrieved_sources(profile, tiny_store):
+    fake_llm = RunnableLambda(lambda prompt: "ANSWER")
+    result = retrieval.rag_chain(retrieval.retriever(tiny_store, profile), fake_llm).invoke("The Prophet")
+    assert result["answer"] == "ANSWER"
+    assert result["product"] == "The Prophet"
+    assert len(result["sources"]) == profile.retriever_k
+    assert result["sources"][0].metadata["title"] == "The Prophet"
+    for document in result["sources"]:
+        assert document.page_content in result["prompt"]
+    assert list(retrieval.sources_table(result)["source title"])[0] == "The Prophet"
+
+
+def test_rag_chain_batch_sends_all_prompts_to_the_model_at_once(profile, tiny_store):
+    recorder = PromptRecorder()
+    products = ["The Prophet", "Mog's Kittens", "Girls Ballet Tutu Neon Blue"]
+    results = retrieval.rag_chain(retrieval.retriever(tiny_store, profile), recorder).batch(products)
+    assert len(recorder.batches) == 1 and len(recorder.batches[0]) == len(products)
+    assert [result["product"] for result in results] == products
+    assert [result["sources"][0].metadata["title"] for result in results] == products
+    assert [result["answer"] for result in results] == [f"answer {len(result['prompt'])}" for result in results]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_for_heartbeat(url: str, server: subprocess.Popen, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"chroma run exited with {server.returncode}: {server.stdout.read()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/api/v2/heartbeat", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"no heartbeat from {url} within {timeout_s} s")
+
+
+@pytest.fixture
+def chroma_server(tmp_path):
+    chroma_cli = Path(sys.executable).parent / "chroma"
+    port = _free_port()
+    server = subprocess.Popen(
+        [str(chroma_cli), "run", "--path", str(tmp_path / "server-data"), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for_heartbeat(url, server)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def test_server_url_sends_indexing_and_queries_to_the_chroma_server(profile, records, chroma_server, tmp_path,
+                                                                     monkeypatch):
+    monkeypatch.setenv(retrieval.CHROMA_SERVER_ENV_VAR, chroma_server)
+    local_folder = tmp_path / "embedded"
+    store = retrieval.open_store(profile, persist_directory=local_folder)
+    first = retrieval.index_documents(store, retrieval.product_documents(records), batch_size=4, progress=False)
+    second = retrieval.index_documents(store, retrieval.product_documents(records), batch_size=4, progress=False)
+    assert (first.added, second.added, second.total) == (len(records), 0, len(records))
+    assert retrieval.top_matches(store, "Stainless Steel Chef Knife 8 inch", k=1)["title"].iloc[0] == (
+        "Stainless Steel Chef Knife 8 inch")
+    assert not local_folder.exists(), "with a server URL nothing may be written to the embedded store"
+    port = int(chroma_server.rsplit(":", 1)[1])
+    server_side = chromadb.HttpClient(host="127.0.0.1", port=port, settings=retrieval.chroma_settings())
+    assert server_side.get_collection(retrieval.COLLECTION_NAME).count() == len(records)
+
+
+def test_a_malformed_server_url_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv(retrieval.CHROMA_SERVER_ENV_VAR, "127.0.0.1:8001")
+    with pytest.raises(ValueError, match="CHROMA_SERVER_URL"):
+        retrieval.chroma_client(tmp_path)
+
+
+def test_rag_answers_table_puts_sources_beside_each_models_answer(profile, tiny_store):
+    products = ["The Prophet", "Mog's Kittens"]
+    chain = retrieval.rag_chain(retrieval.retriever(tiny_store, profile), RunnableLambda(lambda prompt: "base says"))
+    base = chain.batch(products)
+    tuned = [{**result, "answer": "tuned says"} for result in base]
+    table = retrieval.rag_answers_table({"base": base, "fine-tuned": tuned})
+    assert list(table.columns) == ["retrieved sources", "answer (base)", "answer (fine-tuned)"]
+    assert table.loc["The Prophet", "retrieved sources"].split("\n")[0] == "The Prophet"
+    assert table.loc["Mog's Kittens", "answer (fine-tuned)"] == "tuned says"
+    with pytest.raises(ValueError, match="same products"):
+        retrieval.rag_answers_table({"base": base, "reversed": base[::-1]})
+
+
+def test_ensure_index_adds_the_missing_and_removes_stale_products(profile, records, tmp_path, monkeypatch, capsys):
+    import datasets
+
+    import helpers.data
+
+    monkeypatch.setattr(retrieval, "index_directory", lambda _profile: tmp_path)
+    monkeypatch.setattr(helpers.data, "load_processed",
+                        lambda _profile=None: (datasets.Dataset.from_list(records[:4]), datasets.Dataset.from_list(records[4:])))
+    stale = retrieval.open_store(profile, persist_directory=tmp_path)
+    retrieval.index_documents(stale, retrieval.product_documents(records[3:]), batch_size=4, progress=False)
+    store = retrieval.ensure_index(profile, progress=False)
+    assert sorted(store.get(include=[])["ids"]) == [record["uid"] for record in records[:4]]
+    assert "removed 2 documents" in capsys.readouterr().out
+    retrieval.ensure_index(profile, progress=False)
+    assert capsys.readouterr().out == ""
