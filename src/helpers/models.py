@@ -1,0 +1,235 @@
+"""Load (Unsloth), generate, stream, batch.
+
+Unsloth is imported here, before transformers, TRL and PEFT, because it patches them on import. Its banner and
+its load line carry the machine's thread count and library versions: they are captured so that notebook output
+stays the same on every machine, and ``load_model`` prints one line of its own instead.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+from helpers.config import Profile, paths
+from helpers.prompts import cut_at_special_token, format_prompt
+from helpers.quiet import progress as progress_bar
+from helpers.quiet import quiet_libraries
+
+
+@contextlib.contextmanager
+def unsloth_quiet() -> Iterator[None]:
+    """Capture what Unsloth prints (banner, "Unsloth (CPU): ... 2 CPU threads"), then re-silence the libraries."""
+    quiet_libraries()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        yield
+    quiet_libraries()
+
+
+with unsloth_quiet():
+    # First, so that Unsloth patches transformers, TRL and PEFT before anything imports them.
+    from unsloth import FastLanguageModel
+
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from transformers import TextStreamer, set_seed  # noqa: E402
+
+# The reference sampled with temperature 0.2; greedy decoding is the default so that outputs reproduce.
+REFERENCE_TEMPERATURE = 0.2
+
+
+def describe_model(model, profile: Profile, adapter_dir: Path | None = None) -> str:
+    bits = "4-bit (bitsandbytes nf4)" if profile.load_in_4bit else "16-bit"
+    adapter = f" + LoRA adapter {display_path(adapter_dir)}" if adapter_dir else ""
+    return f"loaded {profile.short_name} · {bits} · {model.get_memory_footprint() / 1e9:.2f} GB of weights{adapter}"
+
+
+def display_path(path: Path) -> str:
+    """Repo-relative when possible: absolute paths differ between machines and would change notebook output."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(paths().root))
+    except ValueError:
+        return str(path)
+
+
+def prepare_tokenizer_for_generation(tokenizer) -> None:
+    """Left padding: in a batch every prompt must end right where its answer begins."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def load_model(profile: Profile, adapter_dir: Path | str | None = None, verbose: bool = True):
+    """(model, tokenizer) through Unsloth's FastLanguageModel, in inference mode, with a saved LoRA adapter if given.
+
+    The adapter is attached to the profile's base model rather than loaded by its own path: the base path saved in
+    adapter_config.json is absolute and would break once the repository moves.
+    """
+    set_seed(profile.seed)
+    with unsloth_quiet():
+        model, tokenizer = FastLanguageModel.from_pretrained(
+            profile.model_name, max_seq_length=profile.max_seq_length, load_in_4bit=profile.load_in_4bit
+        )
+    if adapter_dir is not None:
+        adapter_dir = Path(adapter_dir)
+        if not (adapter_dir / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"No LoRA adapter in {adapter_dir}: adapter_config.json is missing.")
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter_dir))
+    FastLanguageModel.for_inference(model)
+    prepare_tokenizer_for_generation(tokenizer)
+    if verbose:
+        print(describe_model(model, profile, adapter_dir))
+    return model, tokenizer
+
+
+def generation_arguments(tokenizer, profile: Profile, max_new_tokens: int | None, temperature: float | None) -> dict:
+    arguments = dict(
+        max_new_tokens=max_new_tokens or profile.max_new_tokens,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        repetition_penalty=profile.repetition_penalty,
+        use_cache=True,
+    )
+    if temperature is None:
+        arguments.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    else:
+        arguments.update(do_sample=True, temperature=temperature)
+    return arguments
+
+
+def batches(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+@torch.inference_mode()
+def generate(
+    model,
+    tokenizer,
+    prompts: list[str],
+    profile: Profile,
+    max_new_tokens: int | None = None,
+    progress: bool = True,
+    temperature: float | None = None,
+    batch_size: int | None = None,
+) -> list[str]:
+    """The answers to many prompts, generation_batch_size at a time: only the new text, stripped, no special tokens.
+
+    Greedy unless a temperature is given (the reference used REFERENCE_TEMPERATURE); seeded either way.
+    """
+    if isinstance(prompts, str):
+        raise TypeError("generate() takes a list of prompts; wrap a single prompt in a list.")
+    prepare_tokenizer_for_generation(tokenizer)
+    arguments = generation_arguments(tokenizer, profile, max_new_tokens, temperature)
+    size = batch_size or profile.generation_batch_size
+    answers: list[str] = []
+    bar = progress_bar(total=len(prompts), desc="generating", unit="prompt", disable=not progress)
+    for batch in batches(list(prompts), size):
+        set_seed(profile.seed)
+        encoded = tokenizer(batch, return_tensors="pt", padding=True).to(model.device)
+        output = model.generate(**encoded, **arguments)
+        new_tokens = output[:, encoded["input_ids"].shape[1]:]
+        answers += [cut_at_special_token(text) for text in tokenizer.batch_decode(new_tokens)]
+        bar.update(len(batch))
+    bar.close()
+    return answers
+
+
+@torch.inference_mode()
+def stream(
+    model,
+    tokenizer,
+    prompt: str,
+    profile: Profile,
+    max_new_tokens: int | None = None,
+    temperature: float | None = None,
+) -> str:
+    """Print the answer token by token as it is written (TextStreamer), and return it."""
+    set_seed(profile.seed)
+    encoded = tokenizer([prompt], return_tensors="pt").to(model.device)
+    streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    output = model.generate(
+        **encoded, streamer=streamer, **generation_arguments(tokenizer, profile, max_new_tokens, temperature)
+    )
+    return cut_at_special_token(tokenizer.decode(output[0, encoded["input_ids"].shape[1]:]))
+
+
+def stream_answers(model, tokenizer, products: list[str], profile: Profile) -> list[str]:
+    """Each product's answer streamed under its title, as the reference showed its TextStreamer output."""
+    answers = []
+    for product in products:
+        print(f"\n▶ {product}")
+        answers.append(stream(model, tokenizer, format_prompt(product), profile))
+    return answers
+
+
+# --- What goes wrong: failure modes named from the answers themselves -----------------------------------------
+
+LOOP_NGRAM_WORDS = 4
+LOOP_MIN_REPEATS = 3
+GENERIC_PHRASES = re.compile(r"\b(?:the|this|a) (?:product|item)\b", re.IGNORECASE)
+TITLE_STOPWORDS = {"the", "of", "and", "for", "with", "a", "an", "in", "on", "to", "by", "from", "book"}
+
+
+def repeated_ngram(answer: str, words: int = LOOP_NGRAM_WORDS) -> tuple[str, int]:
+    """The most repeated run of `words` words and how often it occurs."""
+    tokens = re.findall(r"\w+", answer.lower())
+    counts = Counter(" ".join(tokens[i:i + words]) for i in range(len(tokens) - words + 1))
+    return counts.most_common(1)[0] if counts else ("", 0)
+
+
+def title_words(product: str) -> set[str]:
+    return {word for word in re.findall(r"\w+", product.lower()) if word not in TITLE_STOPWORDS and len(word) > 2}
+
+
+def failure_modes(product: str, answer: str) -> list[str]:
+    """The failure modes visible in one answer, each detected by a rule on the text, not judged by hand."""
+    modes = []
+    if not answer.strip():
+        return ["empty answer"]
+    phrase, repeats = repeated_ngram(answer)
+    if repeats >= LOOP_MIN_REPEATS:
+        modes.append(f'loops ("{phrase}" ×{repeats})')
+    if "###" in answer or "instruction" in answer.lower():
+        modes.append("writes new prompt sections")
+    if GENERIC_PHRASES.search(answer):
+        modes.append('generic ("the product")')
+    if not title_words(product) & set(re.findall(r"\w+", answer.lower())):
+        modes.append("never names the product")
+    if answer.rstrip()[-1] not in ".!?\"')":
+        modes.append("cut off mid-sentence")
+    return modes
+
+
+def failure_mode_table(products: list[str], answers: list[str], name: str | None = None) -> pd.DataFrame:
+    """Product, answer and the failure modes found in it; saved to outputs/tables/<name>.csv when named."""
+    table = pd.DataFrame({
+        "product": products,
+        "answer": answers,
+        "failure modes": ["; ".join(failure_modes(product, answer)) or "none found"
+                          for product, answer in zip(products, answers)],
+    })
+    if name:
+        paths().tables.mkdir(parents=True, exist_ok=True)
+        table.to_csv(paths().tables / f"{name}.csv", index=False)
+    return table
+
+
+def failure_mode_counts(products: list[str], answers: list[str]) -> pd.DataFrame:
+    """How many answers show each failure mode (loop phrases pooled into one "loops" row)."""
+    counts = Counter(mode.split(" (")[0] if mode.startswith("loops") else mode
+                     for product, answer in zip(products, answers) for mode in failure_modes(product, answer))
+    table = pd.DataFrame({"answers": counts}).sort_values("answers", ascending=False)
+    table["share"] = (table["answers"] / len(answers)).map("{:.0%}".format)
+    return table.rename_axis("failure mode")
+
+
+def styled_answers(table: pd.DataFrame, uuid: str):
+    """Whole answers, wrapped, left-aligned; a fixed uuid so that the HTML is the same on every run."""
+    return (table.style.set_uuid(uuid).hide(axis="index")
+            .set_properties(**{"white-space": "pre-wrap", "text-align": "left", "vertical-align": "top"}))

@@ -1,0 +1,116 @@
+import dataclasses
+
+import pytest
+
+from helpers.config import DEMO_PRODUCTS, cpu_profile
+from helpers.prompts import format_prompt
+
+NEW_TOKENS = 12
+PROFILE = dataclasses.replace(cpu_profile(), max_new_tokens=NEW_TOKENS, generation_batch_size=4)
+PROMPTS = [format_prompt(product) for product in DEMO_PRODUCTS]
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    from helpers.models import load_model
+
+    return load_model(PROFILE, verbose=False)
+
+
+def test_batches_split_in_order():
+    from helpers.models import batches
+
+    assert list(batches([1, 2, 3, 4, 5], 2)) == [[1, 2], [3, 4], [5]]
+
+
+def test_a_single_prompt_string_is_refused():
+    from helpers.models import generate
+
+    with pytest.raises(TypeError):
+        generate(None, None, "one prompt", PROFILE)
+
+
+@pytest.mark.slow
+def test_load_prints_one_line_and_no_unsloth_banner(capsys):
+    from helpers.models import load_model
+
+    load_model(PROFILE)
+    printed = capsys.readouterr()
+    assert printed.out.count("\n") == 1 and printed.out.startswith("loaded SmolLM2-135M-Instruct · 4-bit")
+    assert "Unsloth" not in printed.out + printed.err
+
+
+@pytest.mark.slow
+def test_batched_greedy_answers_equal_one_prompt_at_a_time(loaded):
+    from helpers.models import generate
+
+    model, tokenizer = loaded
+    batched = generate(model, tokenizer, PROMPTS, PROFILE, progress=False)
+    one_at_a_time = [generate(model, tokenizer, [prompt], PROFILE, progress=False)[0] for prompt in PROMPTS]
+    assert batched == one_at_a_time
+    assert len(set(batched)) > 1  # four different products, not four copies of one answer
+
+
+@pytest.mark.slow
+def test_answers_are_new_text_only(loaded):
+    from helpers.models import generate
+
+    model, tokenizer = loaded
+    for answer in generate(model, tokenizer, PROMPTS[:2], PROFILE, progress=False):
+        assert answer and answer == answer.strip()
+        assert "GET THE DESCRIPTION" not in answer and "<|" not in answer
+
+
+@pytest.mark.slow
+def test_streamed_answer_is_printed_and_equals_the_batched_one(loaded, capsys):
+    from helpers.models import generate, stream
+
+    model, tokenizer = loaded
+    streamed = stream(model, tokenizer, PROMPTS[1], PROFILE)
+    assert streamed in capsys.readouterr().out
+    assert streamed == generate(model, tokenizer, [PROMPTS[1]], PROFILE, progress=False)[0]
+
+
+@pytest.mark.slow
+def test_sampling_is_an_option_and_seeded(loaded):
+    from helpers.models import REFERENCE_TEMPERATURE, generate
+
+    model, tokenizer = loaded
+    hot = dataclasses.replace(PROFILE, seed=1)
+    first = generate(model, tokenizer, PROMPTS[2:], hot, temperature=REFERENCE_TEMPERATURE * 10, progress=False)
+    again = generate(model, tokenizer, PROMPTS[2:], hot, temperature=REFERENCE_TEMPERATURE * 10, progress=False)
+    assert first == again
+
+
+def test_a_loop_is_named_with_its_repeated_phrase():
+    from helpers.models import failure_modes
+
+    answer = "It is very easy to put on and it is very easy to take off and it is very easy to put on and it is very easy"
+    assert failure_modes("Girls Ballet Tutu Neon Blue", answer)[0] == 'loops ("it is very easy" ×4)'
+
+
+def test_generic_answers_that_ignore_the_title_are_named():
+    from helpers.models import failure_modes
+
+    modes = failure_modes("Mog's Kittens", "The product is a pair of socks.")
+    assert modes == ['generic ("the product")', "never names the product"]
+
+
+def test_a_good_answer_has_no_failure_mode():
+    from helpers.models import failure_modes
+
+    assert failure_modes("Mog's Kittens", "Judith Kerr's board book about Mog the cat and her kittens.") == []
+
+
+def test_echoed_sections_and_cut_off_answers_are_named():
+    from helpers.models import failure_modes
+
+    modes = failure_modes("The Prophet", "The Prophet by Gibran.\n\n### Instruction:\nGET THE")
+    assert "writes new prompt sections" in modes and "cut off mid-sentence" in modes
+
+
+def test_failure_counts_pool_loops_and_give_shares():
+    from helpers.models import failure_mode_counts
+
+    counts = failure_mode_counts(["A b", "C d"], ["x y z w x y z w x y z w.", "p q r s p q r s p q r s."])
+    assert counts.loc["loops", "answers"] == 2 and counts.loc["loops", "share"] == "100%"

@@ -1,0 +1,179 @@
+import dataclasses
+
+import pytest
+import torch
+
+from helpers.config import DEMO_PRODUCTS, cpu_profile, gpu_profile
+
+REFERENCE_TRAINABLE_PARAMETERS = 83_886_080  # printed by the reference for Llama-3-8B, r=32
+
+
+def llama3_8b_config():
+    from transformers import LlamaConfig
+
+    # Llama-3-8B's published dimensions: nothing is downloaded.
+    return LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                       num_key_value_heads=8, vocab_size=128256)
+
+
+def test_gpu_profile_reproduces_the_reference_lora_size_on_llama3_8b():
+    from helpers.training import lora_parameter_count
+
+    profile = gpu_profile()
+    assert lora_parameter_count(llama3_8b_config(), profile.lora_r, profile.lora_targets) == \
+        REFERENCE_TRAINABLE_PARAMETERS
+
+
+def test_lora_count_formula_agrees_with_peft_on_an_empty_llama3_8b():
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaForCausalLM
+
+    from helpers.training import count_trainable_parameters, lora_parameter_count
+
+    profile = gpu_profile()
+    with torch.device("meta"):  # shapes only, no memory
+        model = LlamaForCausalLM(llama3_8b_config())
+    peft_model = get_peft_model(model, LoraConfig(r=profile.lora_r, lora_alpha=profile.lora_alpha,
+                                                  target_modules=list(profile.lora_targets)))
+    assert count_trainable_parameters(peft_model) == REFERENCE_TRAINABLE_PARAMETERS
+    assert lora_parameter_count(llama3_8b_config(), 16, profile.lora_targets) == REFERENCE_TRAINABLE_PARAMETERS // 2
+
+
+def records(count):
+    from datasets import Dataset
+
+    rows = [{"uid": str(i), "product": f"Product {i}", "description": f"Description number {i}."}
+            for i in range(count)]
+    rows[count // 2]["product"] = DEMO_PRODUCTS[0]
+    rows += [{"uid": f"d{i}", "product": title, "description": "A demo description."}
+             for i, title in enumerate(DEMO_PRODUCTS[1:])]
+    return Dataset.from_list(rows)
+
+
+def test_training_selection_is_deterministic_sized_and_keeps_the_demo_products():
+    from helpers.training import select_training_records
+
+    profile = dataclasses.replace(cpu_profile(), train_examples=10)
+    chosen = select_training_records(records(30), profile)
+    assert len(chosen) == 10
+    assert set(DEMO_PRODUCTS) <= set(chosen["product"])
+    assert chosen["uid"] == select_training_records(records(30), profile)["uid"]
+    other_seed = dataclasses.replace(profile, seed=1)
+    assert chosen["uid"] != select_training_records(records(30), other_seed)["uid"]
+
+
+def test_asking_for_more_examples_than_exist_is_an_error():
+    from helpers.training import select_training_records
+
+    with pytest.raises(ValueError, match="train_examples"):
+        select_training_records(records(5), dataclasses.replace(cpu_profile(), train_examples=50))
+
+
+def test_training_texts_end_with_eos():
+    from helpers.prompts import format_prompt
+    from helpers.training import to_training_texts
+
+    texts = to_training_texts(records(3), "<|im_end|>")["text"]
+    assert texts[0] == format_prompt("Product 0") + "Description number 0.<|im_end|>"
+    assert all(text.endswith("<|im_end|>") for text in texts)
+
+
+def fake_stats(**changes):
+    from helpers.training import TrainingStats
+
+    values = dict(device="CPU", steps=30, samples=240, tokens=36000, wall_seconds=360.0, samples_per_second=0.667,
+                  tokens_per_second=100.0, first_loss=3.2, last_loss=1.9, mean_loss=2.4, peak_memory_gb=1.5,
+                  peak_memory_kind="process RSS", losses=(3.2, 1.9))
+    values.update(changes)
+    return TrainingStats(**values)
+
+
+def test_cost_note_multiplies_hours_by_the_hourly_price():
+    from helpers.training import cost_note
+
+    note = cost_note(fake_stats(wall_seconds=1800.0), hourly_price=2.0)
+    assert "0.500 h × 2.00 USD/h = 1.000 USD" in note
+    assert "13.69 h × 2.00 USD/h = 27.37 USD" in note
+
+
+def test_loss_curve_is_saved_and_returned(tmp_path, monkeypatch):
+    from helpers import training
+
+    monkeypatch.setattr(training, "paths", lambda: type("P", (), {"figures": tmp_path})())
+    figure = training.plot_loss_curve(fake_stats(losses=(3.0, 2.5, 2.0)), cpu_profile())
+    assert (tmp_path / "loss_curve_cpu.png").stat().st_size > 0
+    assert list(figure.axes[0].lines[0].get_ydata()) == [3.0, 2.5, 2.0]
+
+
+TINY = dataclasses.replace(cpu_profile(), name="tiny", train_examples=8, batch_size=4, max_seq_length=128,
+                           lora_r=8, lora_alpha=16, learning_rate=2e-3, warmup_steps=0, max_new_tokens=10,
+                           generation_batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from helpers.models import FastLanguageModel
+    from helpers.training import add_lora, build_trainer, load_base_model, train_with_stats, training_dataset
+
+    model, tokenizer = load_base_model(TINY)
+    model = add_lora(model, TINY)
+    trainer = build_trainer(model, tokenizer, training_dataset(TINY, tokenizer), TINY,
+                            output_dir=str(tmp_path_factory.mktemp("trainer")))
+    stats = train_with_stats(trainer)
+    FastLanguageModel.for_inference(model)
+    return model, tokenizer, stats
+
+
+@pytest.mark.slow
+def test_training_statistics_are_measured(trained):
+    _, _, stats = trained
+    assert stats.steps == 2 and stats.samples == 8 and len(stats.losses) == 2
+    assert stats.tokens > 8 * 50  # real tokens of 8 Alpaca examples, padding not counted
+    assert stats.samples_per_second == pytest.approx(stats.samples / stats.wall_seconds, rel=0.01)
+    assert stats.tokens_per_second == pytest.approx(stats.tokens / stats.wall_seconds, rel=0.01)
+    assert stats.mean_loss == pytest.approx(sum(stats.losses) / 2, abs=1e-3)
+    assert 0.2 < stats.peak_memory_gb < 24 and stats.peak_memory_kind == "process RSS"
+
+
+@pytest.mark.slow
+def test_lora_targets_all_seven_projections(trained):
+    from helpers.training import count_trainable_parameters, lora_parameter_count
+
+    model, _, _ = trained
+    assert count_trainable_parameters(model) == lora_parameter_count(model.config, TINY.lora_r, TINY.lora_targets)
+
+
+@pytest.mark.slow
+def test_saved_adapter_reloads_to_the_same_answers(trained, tmp_path, capsys):
+    from helpers.models import generate, load_model
+    from helpers.prompts import format_prompt
+    from helpers.training import save_adapter
+
+    model, tokenizer, _ = trained
+    prompts = [format_prompt(product) for product in DEMO_PRODUCTS]
+    in_memory = generate(model, tokenizer, prompts, TINY, progress=False)
+    save_adapter(model, tokenizer, TINY, target=tmp_path / "adapter")
+    reloaded, reloaded_tokenizer = load_model(TINY, adapter_dir=tmp_path / "adapter")
+    assert "LoRA adapter" in capsys.readouterr().out
+    assert generate(reloaded, reloaded_tokenizer, prompts, TINY, progress=False) == in_memory
+    trained_weights, reloaded_weights = lora_b_weights(model), lora_b_weights(reloaded)
+    assert trained_weights.keys() == reloaded_weights.keys() and len(trained_weights) == 7 * 30
+    assert all(torch.equal(trained_weights[name], reloaded_weights[name]) for name in trained_weights)
+    # LoRA's B starts at zero: equal answers prove nothing unless training really moved it.
+    assert any(weight.abs().max() > 0 for weight in trained_weights.values())
+
+
+def lora_b_weights(model) -> dict:
+    return {name.replace(".default", ""): parameter.detach().float()
+            for name, parameter in model.named_parameters() if "lora_B" in name}
+
+
+def test_a_hand_written_config_is_checked_against_the_profile():
+    from trl import SFTConfig
+
+    from helpers.training import settings_differing_from_profile, sft_settings
+
+    profile = cpu_profile()
+    assert settings_differing_from_profile(SFTConfig(**sft_settings(profile)), profile) == {}
+    changed = SFTConfig(**{**sft_settings(profile), "learning_rate": 1.0})
+    assert settings_differing_from_profile(changed, profile) == {"learning_rate": (1.0, profile.learning_rate)}
