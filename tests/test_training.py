@@ -9,11 +9,9 @@ REFERENCE_TRAINABLE_PARAMETERS = 83_886_080  # printed by the reference for Llam
 
 
 def llama3_8b_config():
-    from transformers import LlamaConfig
+    from helpers.training import llama3_8b_config
 
-    # Llama-3-8B's published dimensions: nothing is downloaded.
-    return LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-                       num_key_value_heads=8, vocab_size=128256)
+    return llama3_8b_config()
 
 
 def test_gpu_profile_reproduces_the_reference_lora_size_on_llama3_8b():

@@ -19,9 +19,9 @@ from urllib.parse import urlparse
 import pandas as pd
 from langchain_core.documents import Document
 from langchain_core.runnables import Runnable, RunnableLambda, RunnableParallel, RunnablePassthrough
-from tqdm import tqdm
 
 from helpers.config import Profile, paths
+from helpers.quiet import progress as progress_bar
 from helpers.quiet import quiet_libraries
 
 CHROMA_SERVER_ENV_VAR = "CHROMA_SERVER_URL"
@@ -125,7 +125,7 @@ def index_documents(store, documents: Sequence[Document], batch_size: int, progr
     """Add the documents whose ids are not in the store yet, one batch of embeddings at a time."""
     added = already_present = 0
     batches = range(0, len(documents), batch_size)
-    for start in tqdm(batches, desc="indexing", unit="batch", disable=not progress):
+    for start in progress_bar(batches, desc="indexing", unit="batch", disable=not progress):
         batch = documents[start : start + batch_size]
         present = set(store.get(ids=[document.id for document in batch], include=[])["ids"])
         new_documents = [document for document in batch if document.id not in present]

@@ -338,6 +338,17 @@ def count_trainable_parameters(model) -> int:
     return sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
 
 
+# Llama-3-8B's published dimensions: the gpu profile's LoRA size is checked without downloading 16 GB.
+LLAMA3_8B_SIZES = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                       num_key_value_heads=8, vocab_size=128256)
+
+
+def llama3_8b_config():
+    from transformers import LlamaConfig
+
+    return LlamaConfig(**LLAMA3_8B_SIZES)
+
+
 def lora_parameter_count(config, r: int, targets: tuple[str, ...]) -> int:
     """LoRA parameters of a Llama-style config, from its dimensions alone: r × (in + out) per adapted matrix."""
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
