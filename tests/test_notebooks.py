@@ -1,0 +1,52 @@
+"""Cheap promises about the committed notebooks, checked before nbval spends minutes re-executing them."""
+import json
+from pathlib import Path
+
+import pytest
+
+from helpers.config import paths
+
+NOTEBOOKS = sorted(paths().notebooks.glob("[0-9][0-9]_*.ipynb"))
+# nbval only honours a marker comment that is exactly the marker: "# NBVAL_IGNORE_OUTPUT (why)" is silently ignored.
+NBVAL_MARKERS = {"NBVAL_IGNORE_OUTPUT", "NBVAL_CHECK_OUTPUT", "NBVAL_RAISES_EXCEPTION", "NBVAL_SKIP"}
+
+
+def code_cells(notebook: Path) -> list[dict]:
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    return [cell for cell in cells if cell["cell_type"] == "code" and "".join(cell["source"]).strip()]
+
+
+def test_the_course_has_its_notebooks_in_order():
+    assert NOTEBOOKS, "no notebooks found"
+    numbers = [int(notebook.name[:2]) for notebook in NOTEBOOKS]
+    assert numbers == list(range(1, len(numbers) + 1))
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda path: path.name)
+def test_nbval_markers_are_spelled_exactly(notebook):
+    for cell in code_cells(notebook):
+        for line in "".join(cell["source"]).splitlines():
+            comment = line.strip().lstrip("#").strip()
+            if line.strip().startswith("#") and comment.startswith("NBVAL"):
+                assert comment in NBVAL_MARKERS, f"{notebook.name}: {line.strip()!r} is not a marker nbval reads"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda path: path.name)
+def test_notebook_is_committed_executed_without_errors(notebook):
+    cells = code_cells(notebook)
+    assert all(cell["execution_count"] for cell in cells), f"{notebook.name} has unexecuted cells"
+    errors = [output for cell in cells for output in cell["outputs"] if output["output_type"] == "error"]
+    assert not errors, f"{notebook.name} stores an error output"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda path: path.name)
+def test_notebook_starts_by_printing_its_profile(notebook):
+    first = "".join(code_cells(notebook)[0]["source"])
+    assert "helpers.config.active_profile()" in first
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda path: path.name)
+def test_notebook_has_no_path_hacks(notebook):
+    for cell in code_cells(notebook):
+        source = "".join(cell["source"])
+        assert "sys.path" not in source and "/work/" not in source and "/home/" not in source
