@@ -127,6 +127,22 @@ def test_rag_chain_returns_answer_and_the_retrieved_sources(profile, tiny_store)
     assert list(retrieval.sources_table(result)["source title"])[0] == "The Prophet"
 
 
+@pytest.mark.slow
+def test_rag_chain_runs_the_course_model_and_returns_its_text(profile, tiny_store):
+    import dataclasses
+
+    from helpers.models import load_model
+
+    short = dataclasses.replace(profile, max_new_tokens=8)
+    model, tokenizer = load_model(short, verbose=False)
+    chain = retrieval.rag_chain(retrieval.retriever(tiny_store, short), retrieval.CourseModel(model, tokenizer, short))
+    result = chain.invoke("Mog's Kittens")
+    assert isinstance(result["answer"], str) and result["answer"].strip()
+    # New text only: a 135M model may copy a retrieved document, but must not hand back the prompt itself.
+    assert not result["prompt"].startswith(result["answer"][:20])
+    assert [document.metadata["title"] for document in result["sources"]][0] == "Mog's Kittens"
+
+
 def test_rag_chain_batch_sends_all_prompts_to_the_model_at_once(profile, tiny_store):
     recorder = PromptRecorder()
     products = ["The Prophet", "Mog's Kittens", "Girls Ballet Tutu Neon Blue"]
