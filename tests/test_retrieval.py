@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from types import SimpleNamespace
 from pathlib import Path
 
 import chromadb
@@ -65,6 +66,34 @@ def test_second_indexing_run_adds_nothing(profile, records, tmp_path):
     assert (third.added, third.total) == (0, second.total)
     reopened = retrieval.open_store(profile, persist_directory=tmp_path)
     assert retrieval.document_count(reopened) == len(records)
+
+
+class RecordingStore:
+    """Just enough of a vector store to see which batches index_documents sends."""
+
+    def __init__(self, present_ids=()):
+        self.present_ids, self.added_batches = set(present_ids), []
+
+    def get(self, ids, include):
+        return {"ids": [i for i in ids if i in self.present_ids]}
+
+    def add_documents(self, documents, ids):
+        self.added_batches.append([len(document.page_content) for document in documents])
+        self.present_ids.update(ids)
+
+    @property
+    def _collection(self):
+        return SimpleNamespace(count=lambda: len(self.present_ids))
+
+
+def test_new_documents_are_embedded_in_batches_of_similar_length(records):
+    documents = retrieval.product_documents(records)
+    store = RecordingStore(present_ids=[documents[0].id])
+    report = retrieval.index_documents(store, documents, batch_size=2, progress=False)
+    lengths = [length for batch in store.added_batches for length in batch]
+    assert lengths == sorted(len(document.page_content) for document in documents[1:])
+    assert [len(batch) for batch in store.added_batches] == [2, 2, 1]
+    assert (report.added, report.already_present, report.total) == (5, 1, 6)
 
 
 def test_the_collection_uses_cosine_distance(tiny_store):
