@@ -10,13 +10,6 @@ PROFILE = dataclasses.replace(cpu_profile(), max_new_tokens=NEW_TOKENS, generati
 PROMPTS = [format_prompt(product) for product in DEMO_PRODUCTS]
 
 
-@pytest.fixture(scope="module")
-def loaded():
-    from helpers.models import load_model
-
-    return load_model(PROFILE, verbose=False)
-
-
 def test_batches_split_in_order():
     from helpers.models import batches
 
@@ -41,10 +34,10 @@ def test_load_prints_one_line_and_no_unsloth_banner(capsys):
 
 
 @pytest.mark.slow
-def test_batched_greedy_answers_equal_one_prompt_at_a_time(loaded):
+def test_batched_greedy_answers_equal_one_prompt_at_a_time(base_model):
     from helpers.models import generate
 
-    model, tokenizer = loaded
+    model, tokenizer = base_model
     batched = generate(model, tokenizer, PROMPTS, PROFILE, progress=False)
     one_at_a_time = [generate(model, tokenizer, [prompt], PROFILE, progress=False)[0] for prompt in PROMPTS]
     assert batched == one_at_a_time
@@ -52,30 +45,30 @@ def test_batched_greedy_answers_equal_one_prompt_at_a_time(loaded):
 
 
 @pytest.mark.slow
-def test_answers_are_new_text_only(loaded):
+def test_answers_are_new_text_only(base_model):
     from helpers.models import generate
 
-    model, tokenizer = loaded
+    model, tokenizer = base_model
     for answer in generate(model, tokenizer, PROMPTS[:2], PROFILE, progress=False):
         assert answer and answer == answer.strip()
         assert "GET THE DESCRIPTION" not in answer and "<|" not in answer
 
 
 @pytest.mark.slow
-def test_streamed_answer_is_printed_and_equals_the_batched_one(loaded, capsys):
+def test_streamed_answer_is_printed_and_equals_the_batched_one(base_model, capsys):
     from helpers.models import generate, stream
 
-    model, tokenizer = loaded
+    model, tokenizer = base_model
     streamed = stream(model, tokenizer, PROMPTS[1], PROFILE)
     assert streamed in capsys.readouterr().out
     assert streamed == generate(model, tokenizer, [PROMPTS[1]], PROFILE, progress=False)[0]
 
 
 @pytest.mark.slow
-def test_sampling_is_an_option_and_seeded(loaded):
+def test_sampling_is_an_option_and_seeded(base_model):
     from helpers.models import REFERENCE_TEMPERATURE, generate
 
-    model, tokenizer = loaded
+    model, tokenizer = base_model
     hot = dataclasses.replace(PROFILE, seed=1)
     first = generate(model, tokenizer, PROMPTS[2:], hot, temperature=REFERENCE_TEMPERATURE * 10, progress=False)
     again = generate(model, tokenizer, PROMPTS[2:], hot, temperature=REFERENCE_TEMPERATURE * 10, progress=False)

@@ -6,8 +6,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from types import SimpleNamespace
 from pathlib import Path
+from types import SimpleNamespace
 
 import chromadb
 import pytest
@@ -157,13 +157,11 @@ def test_rag_chain_returns_answer_and_the_retrieved_sources(profile, tiny_store)
 
 
 @pytest.mark.slow
-def test_rag_chain_runs_the_course_model_and_returns_its_text(profile, tiny_store):
+def test_rag_chain_runs_the_course_model_and_returns_its_text(profile, tiny_store, base_model):
     import dataclasses
 
-    from helpers.models import load_model
-
     short = dataclasses.replace(profile, max_new_tokens=8)
-    model, tokenizer = load_model(short, verbose=False)
+    model, tokenizer = base_model
     chain = retrieval.rag_chain(retrieval.retriever(tiny_store, short), retrieval.CourseModel(model, tokenizer, short))
     result = chain.invoke("Mog's Kittens")
     assert isinstance(result["answer"], str) and result["answer"].strip()
