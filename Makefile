@@ -2,15 +2,18 @@
 #   make course   run notebooks 01-06 in order on the active profile, outputs under outputs/, notebooks executed in place
 #   make test     unit tests + nbval re-execution of every notebook (what CI runs)
 #   make bench    the performance benchmarks (not timed tests; numbers under outputs/benchmarks/)
-VENV      ?= .venv
-BIN       := $(VENV)/bin
+# The environment everything runs in is the one scripts/setup.sh chooses (COURSE_ENV, VENV, an active conda
+# environment other than base, else .venv; see the script's header). It is asked here once, so the set-up and every
+# recipe below use the same python and jupyter. COURSE_ENV and VENV may be given on the command line or exported.
+ENV_PREFIX := $(shell COURSE_ENV='$(COURSE_ENV)' VENV='$(VENV)' bash scripts/setup.sh --print-env)
+BIN        = $(if $(ENV_PREFIX),$(ENV_PREFIX)/bin,$(error scripts/setup.sh could not choose an environment: see above))
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 export PYTHONHASHSEED := 0
 
 .PHONY: setup course test unit nbval bench clean-outputs
 
 setup:
-	@bash scripts/setup.sh
+	@COURSE_ENV='$(COURSE_ENV)' VENV='$(VENV)' bash scripts/setup.sh
 
 course: setup
 	@for nb in $(NOTEBOOKS); do \

@@ -1,9 +1,12 @@
 """The GPU profile's training, Unsloth against plain transformers + PEFT + bitsandbytes QLoRA, in one run.
 
 Both backends train the same LoRA (the gpu profile's r, alpha and target modules) with the same TRL SFTConfig
-(the reference's batch 2 × accumulation 4, lr 2e-4, adamw_8bit, ...) on the same records, each in its own process
-(importing Unsloth patches transformers for the whole process). The model is the local SmolLM2 folder, since the GPU
-machine cannot download Llama-3-8B:
+(helpers.measurement.build_trainer with no overrides: the reference's batch 2 × accumulation 4, lr 2e-4,
+adamw_8bit, ...) on the same records, and are measured by the same helpers.measurement.train_with_stats. Each runs in
+its own process, because importing Unsloth patches transformers, TRL and PEFT for the whole process: the plain
+process imports only helpers.config, data, prompts and measurement, none of which imports Unsloth, and it checks
+that Unsloth is absent before it trains. This parent process imports no Unsloth either. The model is the local
+SmolLM2 folder, since the GPU machine cannot download Llama-3-8B:
 
     COURSE_PROFILE=gpu python benchmarks/gpu_training.py --model data/models/SmolLM2-135M-Instruct --examples 400
 
@@ -19,6 +22,9 @@ from dataclasses import replace
 from pathlib import Path
 
 BACKENDS = ("unsloth", "plain")
+# SFTConfig fields recorded per backend, beyond the profile's own (helpers.measurement.sft_settings): TRL's
+# defaults for these two differ from transformers', and Unsloth may adjust the arguments it is given.
+RECORDED_TRAINER_ARGUMENTS = ("bf16", "fp16", "gradient_checkpointing")
 
 
 def benchmark_profile(model: str, examples: int):
@@ -27,45 +33,87 @@ def benchmark_profile(model: str, examples: int):
     return replace(gpu_profile(), model_name=str(Path(model).resolve()), train_examples=examples, epochs=1)
 
 
+def trainable_parameters(model) -> int:
+    return sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
+
+
+def trainer_arguments(trainer, profile) -> dict:
+    """The SFTConfig values the trainer really ran with, for the fields both backends must share."""
+    from helpers.measurement import sft_settings
+
+    actual = trainer.args.to_dict()
+    return {key: actual.get(key) for key in (*sft_settings(profile), *RECORDED_TRAINER_ARGUMENTS)}
+
+
+def result_of(trainer, model, profile) -> dict:
+    from helpers.measurement import train_with_stats
+
+    trainable = trainable_parameters(model)
+    stats = train_with_stats(trainer)
+    return {"trainable_parameters": trainable, "unsloth_imported": "unsloth" in sys.modules,
+            "sft_config": trainer_arguments(trainer, profile), **stats.__dict__}
+
+
 def train_with_unsloth(profile) -> dict:
+    import unsloth  # noqa: F401  (before transformers, as Unsloth requires)
+
     from helpers import training
 
     model, tokenizer = training.load_base_model(profile)
     model = training.add_lora(model, profile)
-    trainable = training.count_trainable_parameters(model)
     trainer = training.build_trainer(model, tokenizer, training.training_dataset(profile, tokenizer), profile)
-    return {"trainable_parameters": trainable, **training.train_with_stats(trainer).__dict__}
+    return result_of(trainer, model, profile)
+
+
+def plain_backend_imports():
+    """Everything the plain backend imports, short of loading a model: no module here imports Unsloth.
+
+    tests/test_measurement.py calls this in a fresh process and checks that "unsloth" is not in sys.modules.
+    """
+    import peft
+    import torch
+    import transformers
+
+    from helpers import config, data, measurement, prompts  # noqa: F401  (the course modules the backend uses)
+
+    return torch, transformers, peft, measurement
 
 
 def train_with_plain_peft(profile) -> dict:
-    import torch
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+    torch, transformers, peft, measurement = plain_backend_imports()
 
-    from helpers import training
-
-    quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                      bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=True)
-    tokenizer = AutoTokenizer.from_pretrained(profile.model_name)
-    model = AutoModelForCausalLM.from_pretrained(profile.model_name, quantization_config=quantization,
-                                                 dtype=torch.bfloat16, device_map={"": 0})
-    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
-    model = get_peft_model(model, LoraConfig(r=profile.lora_r, lora_alpha=profile.lora_alpha,
-                                             lora_dropout=profile.lora_dropout, bias="none",
-                                             target_modules=list(profile.lora_targets), task_type="CAUSAL_LM"))
-    trainable = training.count_trainable_parameters(model)
-    trainer = training.build_trainer(model, tokenizer, training.training_dataset(profile, tokenizer), profile,
-                                     gradient_checkpointing=True, bf16=True)
-    return {"trainable_parameters": trainable, **training.train_with_stats(trainer).__dict__}
+    quantization = transformers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                   bnb_4bit_compute_dtype=torch.bfloat16,
+                                                   bnb_4bit_use_double_quant=True)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(profile.model_name)
+    model = transformers.AutoModelForCausalLM.from_pretrained(profile.model_name, quantization_config=quantization,
+                                                              dtype=torch.bfloat16, device_map={"": 0})
+    model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+    model = peft.get_peft_model(model, peft.LoraConfig(r=profile.lora_r, lora_alpha=profile.lora_alpha,
+                                                       lora_dropout=profile.lora_dropout, bias="none",
+                                                       target_modules=list(profile.lora_targets),
+                                                       task_type="CAUSAL_LM"))
+    trainer = measurement.build_trainer(model, tokenizer, measurement.training_dataset(profile, tokenizer), profile)
+    assert "unsloth" not in sys.modules, (
+        "The plain QLoRA baseline imported Unsloth, which patches transformers, TRL and PEFT: it would measure "
+        f"Unsloth, not the plain stack. Unsloth modules loaded: {sorted(m for m in sys.modules if 'unsloth' in m)}")
+    return result_of(trainer, model, profile)
 
 
 def run_backend(backend: str, model: str, examples: int) -> dict:
-    if backend == "unsloth":
-        import unsloth  # noqa: F401  (before transformers, as Unsloth requires)
     profile = benchmark_profile(model, examples)
     result = train_with_unsloth(profile) if backend == "unsloth" else train_with_plain_peft(profile)
     result.pop("losses", None)
     return {"backend": backend, **result}
+
+
+def differing_trainer_arguments(results: list[dict]) -> dict:
+    """SFTConfig fields on which the backends that finished trained differently (should be empty)."""
+    configs = [result["sft_config"] for result in results if "sft_config" in result]
+    if len(configs) < 2:
+        return {}
+    return {key: [config.get(key) for config in configs] for key in configs[0]
+            if any(config.get(key) != configs[0][key] for config in configs[1:])}
 
 
 def main() -> int:
@@ -93,10 +141,15 @@ def main() -> int:
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(results, indent=2))
     for result in results:
-        print(json.dumps({key: result.get(key) for key in ("backend", "device", "trainable_parameters", "steps",
-                                                            "samples", "wall_seconds", "samples_per_second",
+        print(json.dumps({key: result.get(key) for key in ("backend", "device", "unsloth_imported",
+                                                            "trainable_parameters", "steps", "samples", "tokens",
+                                                            "wall_seconds", "samples_per_second",
                                                             "tokens_per_second", "first_loss", "last_loss",
                                                             "peak_memory_gb", "error")}))
+    differing = differing_trainer_arguments(results)
+    if differing:
+        print(f"WARNING: the backends trained with different SFTConfig values, so the comparison is not like for "
+              f"like: {differing}")
     return 0
 
 

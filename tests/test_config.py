@@ -64,3 +64,56 @@ def test_paths_are_resolved_from_the_repo_root():
 def test_repo_root_can_be_overridden(monkeypatch, tmp_path):
     monkeypatch.setenv(config.ROOT_ENV_VAR, str(tmp_path))
     assert config._find_repo_root() == tmp_path.resolve()
+
+
+# --- Offline exactly when the active profile's models are local -------------------------------------------------
+
+OFFLINE_PROBE = """
+import sys, torch
+torch.cuda.is_available = lambda: {cuda}
+import os, helpers
+print(os.environ.get("HF_HUB_OFFLINE", "unset"))
+"""
+
+
+def hub_offline_after_import(profile_variable: str | None, cuda: bool) -> str:
+    """HF_HUB_OFFLINE as `import helpers` leaves it in a fresh process, CUDA faked present or absent."""
+    import os
+    import subprocess
+    import sys
+
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in ("HF_HUB_OFFLINE", config.PROFILE_ENV_VAR, "COURSE_GPU_MODEL")}
+    if profile_variable is not None:
+        environment[config.PROFILE_ENV_VAR] = profile_variable
+    result = subprocess.run([sys.executable, "-c", OFFLINE_PROBE.format(cuda=cuda)], env=environment,
+                            capture_output=True, text=True, check=True)
+    return result.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("profile_variable, cuda, offline", [
+    (None, False, "1"),       # cpu by default: local models, offline
+    (None, True, "unset"),    # gpu chosen by the hardware: it must be able to download its model
+    ("cpu", True, "1"),
+    ("CPU", False, "1"),
+    ("gpu", False, "unset"),
+    ("GPU", False, "unset"),  # the name is case-insensitive, and so is the offline decision
+    (" Gpu ", True, "unset"),
+])
+def test_offline_exactly_when_the_active_profile_models_are_local(profile_variable, cuda, offline):
+    assert hub_offline_after_import(profile_variable, cuda) == offline
+
+
+def test_a_local_gpu_model_keeps_the_gpu_profile_offline(monkeypatch):
+    monkeypatch.setenv("COURSE_GPU_MODEL", str(config.local_smollm2_dir()))
+    assert config.gpu_profile().models_are_local
+    monkeypatch.delenv("COURSE_GPU_MODEL")
+    assert not config.gpu_profile().models_are_local
+
+
+def test_cpu_numerics_are_pinned_before_torch_is_imported():
+    import os
+
+    # helpers was imported (conftest) before torch: Unsloth's float32 path and the AVX2 kernels on every CPU.
+    for name, value in config.CPU_NUMERICS.items():
+        assert os.environ[name] == value

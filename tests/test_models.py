@@ -34,14 +34,16 @@ def test_load_prints_one_line_and_no_unsloth_banner(capsys):
 
 
 @pytest.mark.slow
-def test_batched_greedy_answers_equal_one_prompt_at_a_time(base_model):
+def test_batched_greedy_answers_reproduce_and_differ_per_product(base_model):
+    # The notebooks always generate in batches; a batch may differ from one-at-a-time answers (padding changes the
+    # 4-bit arithmetic, as the README says), but the same batch must give the same answers every time.
     from helpers.models import generate
 
     model, tokenizer = base_model
-    batched = generate(model, tokenizer, PROMPTS, PROFILE, progress=False)
-    one_at_a_time = [generate(model, tokenizer, [prompt], PROFILE, progress=False)[0] for prompt in PROMPTS]
-    assert batched == one_at_a_time
-    assert len(set(batched)) > 1  # four different products, not four copies of one answer
+    first = generate(model, tokenizer, PROMPTS, PROFILE, progress=False)
+    again = generate(model, tokenizer, PROMPTS, PROFILE, progress=False)
+    assert first == again
+    assert len(set(first)) == len(PROMPTS)  # four different products, not four copies of one answer
 
 
 @pytest.mark.slow
@@ -65,14 +67,17 @@ def test_streamed_answer_is_printed_and_equals_the_batched_one(base_model, capsy
 
 
 @pytest.mark.slow
-def test_sampling_is_an_option_and_seeded(base_model):
-    from helpers.models import REFERENCE_TEMPERATURE, generate
+def test_sampling_follows_the_temperature_and_the_seed(base_model):
+    from helpers.models import generate
 
     model, tokenizer = base_model
-    hot = dataclasses.replace(PROFILE, seed=1)
-    first = generate(model, tokenizer, PROMPTS[2:], hot, temperature=REFERENCE_TEMPERATURE * 10, progress=False)
-    again = generate(model, tokenizer, PROMPTS[2:], hot, temperature=REFERENCE_TEMPERATURE * 10, progress=False)
-    assert first == again
+    hot = dataclasses.replace(PROFILE, seed=1, max_new_tokens=24)
+    greedy = generate(model, tokenizer, PROMPTS, hot, progress=False)
+    sampled = generate(model, tokenizer, PROMPTS, hot, temperature=2.0, progress=False)
+    assert sampled == generate(model, tokenizer, PROMPTS, hot, temperature=2.0, progress=False), "seeded"
+    assert sampled != greedy, "a temperature of 2 must change the answers: the temperature was ignored"
+    other_seed = generate(model, tokenizer, PROMPTS, dataclasses.replace(hot, seed=2), temperature=2.0, progress=False)
+    assert other_seed != sampled
 
 
 def test_a_loop_is_named_with_its_repeated_phrase():

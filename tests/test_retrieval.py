@@ -7,7 +7,6 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from types import SimpleNamespace
 
 import chromadb
 import pytest
@@ -38,8 +37,8 @@ def records():
 
 @pytest.fixture(scope="module")
 def tiny_store(profile, records, tmp_path_factory):
-    store = retrieval.open_store(profile, persist_directory=tmp_path_factory.mktemp("chroma"))
-    retrieval.index_documents(store, retrieval.product_documents(records), batch_size=4, progress=False)
+    store, record_manager = retrieval.open_index(profile, tmp_path_factory.mktemp("index") / "chroma")
+    retrieval.index_documents(store, record_manager, retrieval.product_documents(records), batch_size=4, progress=False)
     return store
 
 
@@ -56,44 +55,67 @@ def test_a_record_without_description_is_a_clear_error(records):
 
 
 def test_second_indexing_run_adds_nothing(profile, records, tmp_path):
-    store = retrieval.open_store(profile, persist_directory=tmp_path)
+    store, record_manager = retrieval.open_index(profile, tmp_path / "chroma")
     documents = retrieval.product_documents(records)
-    first = retrieval.index_documents(store, documents[:4], batch_size=3, progress=False)
-    second = retrieval.index_documents(store, documents, batch_size=3, progress=False)
-    third = retrieval.index_documents(store, documents, batch_size=3, progress=False)
+    first = retrieval.index_documents(store, record_manager, documents[:4], batch_size=3, progress=False)
+    second = retrieval.index_documents(store, record_manager, documents, batch_size=3, progress=False)
+    third = retrieval.index_documents(store, record_manager, documents, batch_size=3, progress=False)
     assert (first.added, first.total) == (4, 4)
-    assert (second.added, second.already_present, second.total) == (2, 4, len(records))
-    assert (third.added, third.total) == (0, second.total)
-    reopened = retrieval.open_store(profile, persist_directory=tmp_path)
+    assert (second.added, second.unchanged, second.total) == (2, 4, len(records))
+    assert (third.added, third.unchanged, third.removed, third.total) == (0, len(records), 0, second.total)
+    reopened, _ = retrieval.open_index(profile, tmp_path / "chroma")
     assert retrieval.document_count(reopened) == len(records)
 
 
-class RecordingStore:
-    """Just enough of a vector store to see which batches index_documents sends."""
-
-    def __init__(self, present_ids=()):
-        self.present_ids, self.added_batches = set(present_ids), []
-
-    def get(self, ids, include):
-        return {"ids": [i for i in ids if i in self.present_ids]}
-
-    def add_documents(self, documents, ids):
-        self.added_batches.append([len(document.page_content) for document in documents])
-        self.present_ids.update(ids)
-
-    @property
-    def _collection(self):
-        return SimpleNamespace(count=lambda: len(self.present_ids))
+def test_a_changed_description_is_embedded_again_and_its_old_vector_removed(profile, records, tmp_path):
+    store, record_manager = retrieval.open_index(profile, tmp_path / "chroma")
+    retrieval.index_documents(store, record_manager, retrieval.product_documents(records), batch_size=4, progress=False)
+    changed = [dict(record) for record in records]
+    changed[3]["description"] = "A new edition with an introduction and twelve illustrations."
+    report = retrieval.index_documents(store, record_manager, retrieval.product_documents(changed), batch_size=4,
+                                       progress=False)
+    assert (report.added, report.unchanged, report.removed, report.total) == (1, len(records) - 1, 1, len(records))
+    prophet = store.get(where={"uid": records[3]["uid"]}, include=["documents"])["documents"]
+    assert prophet == [retrieval.document_text(records[3]["product"], changed[3]["description"])]
 
 
-def test_new_documents_are_embedded_in_batches_of_similar_length(records):
+def test_a_product_no_longer_in_the_source_is_removed(profile, records, tmp_path):
+    store, record_manager = retrieval.open_index(profile, tmp_path / "chroma")
+    retrieval.index_documents(store, record_manager, retrieval.product_documents(records), batch_size=4, progress=False)
+    report = retrieval.index_documents(store, record_manager, retrieval.product_documents(records[:-1]), batch_size=4,
+                                       progress=False)
+    assert (report.removed, report.total) == (1, len(records) - 1)
+    assert retrieval.indexed_uids(store, [records[-1]["uid"]]) == set()
+
+
+def test_an_index_of_another_embedding_model_is_refused(profile, records, tmp_path):
+    import dataclasses
+
+    store, record_manager = retrieval.open_index(profile, tmp_path / "chroma")
+    retrieval.index_documents(store, record_manager, retrieval.product_documents(records), batch_size=4, progress=False)
+    assert store._collection.metadata[retrieval.EMBEDDING_MODEL_KEY] == config.MINILM_HUB_ID
+    other_model = dataclasses.replace(profile, embedding_model="sentence-transformers/all-mpnet-base-v2")
+    with pytest.raises(retrieval.IndexMismatchError, match="holds 6 vectors of sentence-transformers/all-MiniLM-L6-v2"):
+        retrieval.check_embedding_model(store, retrieval.embedding_model_name(other_model.embedding_model))
+
+
+def test_the_embedding_model_name_is_the_same_on_every_machine(profile):
+    assert retrieval.embedding_model_name(profile.embedding_model) == config.MINILM_HUB_ID
+    assert retrieval.embedding_model_name("intfloat/e5-small-v2") == "intfloat/e5-small-v2"
+
+
+def test_new_documents_are_embedded_in_batches_of_similar_length(profile, records, tmp_path, monkeypatch):
+    store, record_manager = retrieval.open_index(profile, tmp_path / "chroma")
     documents = retrieval.product_documents(records)
-    store = RecordingStore(present_ids=[documents[0].id])
-    report = retrieval.index_documents(store, documents, batch_size=2, progress=False)
-    lengths = [length for batch in store.added_batches for length in batch]
+    retrieval.index_documents(store, record_manager, documents[:1], batch_size=2, progress=False)
+    embedded = []
+    embed = store.embeddings.embed_documents
+    monkeypatch.setattr(store.embeddings.__class__, "embed_documents",
+                        lambda self, texts: embedded.append([len(text) for text in texts]) or embed(texts))
+    report = retrieval.index_documents(store, record_manager, documents, batch_size=2, progress=False)
+    lengths = [length for batch in embedded for length in batch]
     assert lengths == sorted(len(document.page_content) for document in documents[1:])
-    assert [len(batch) for batch in store.added_batches] == [2, 2, 1]
-    assert (report.added, report.already_present, report.total) == (5, 1, 6)
+    assert (report.added, report.unchanged, report.total) == (5, 1, 6)
 
 
 def test_the_collection_uses_cosine_distance(tiny_store):
@@ -225,9 +247,10 @@ def test_server_url_sends_indexing_and_queries_to_the_chroma_server(profile, rec
                                                                      monkeypatch):
     monkeypatch.setenv(retrieval.CHROMA_SERVER_ENV_VAR, chroma_server)
     local_folder = tmp_path / "embedded"
-    store = retrieval.open_store(profile, persist_directory=local_folder)
-    first = retrieval.index_documents(store, retrieval.product_documents(records), batch_size=4, progress=False)
-    second = retrieval.index_documents(store, retrieval.product_documents(records), batch_size=4, progress=False)
+    store, record_manager = retrieval.open_index(profile, local_folder)
+    documents = retrieval.product_documents(records)
+    first = retrieval.index_documents(store, record_manager, documents, batch_size=4, progress=False)
+    second = retrieval.index_documents(store, record_manager, documents, batch_size=4, progress=False)
     assert (first.added, second.added, second.total) == (len(records), 0, len(records))
     assert retrieval.top_matches(store, "Stainless Steel Chef Knife 8 inch", k=1)["title"].iloc[0] == (
         "Stainless Steel Chef Knife 8 inch")
@@ -261,13 +284,104 @@ def test_ensure_index_adds_the_missing_and_removes_stale_products(profile, recor
 
     import helpers.data
 
-    monkeypatch.setattr(retrieval, "index_directory", lambda _profile: tmp_path)
+    monkeypatch.setattr(retrieval, "index_directory", lambda _profile: tmp_path / "chroma")
     monkeypatch.setattr(helpers.data, "load_processed",
                         lambda _profile=None: (datasets.Dataset.from_list(records[:4]), datasets.Dataset.from_list(records[4:])))
-    stale = retrieval.open_store(profile, persist_directory=tmp_path)
-    retrieval.index_documents(stale, retrieval.product_documents(records[3:]), batch_size=4, progress=False)
+    stale, record_manager = retrieval.open_index(profile, tmp_path / "chroma")
+    retrieval.index_documents(stale, record_manager, retrieval.product_documents(records[3:]), batch_size=4,
+                              progress=False)
     store = retrieval.ensure_index(profile, progress=False)
-    assert sorted(store.get(include=[])["ids"]) == [record["uid"] for record in records[:4]]
-    assert "removed 2 documents" in capsys.readouterr().out
+    assert retrieval.indexed_uids(store, [record["uid"] for record in records]) == {r["uid"] for r in records[:4]}
+    assert "added 3 documents, 1 unchanged, 2 removed, 4 in the index" in capsys.readouterr().out
     retrieval.ensure_index(profile, progress=False)
     assert capsys.readouterr().out == ""
+
+
+# --- The course model is a LangChain LLM ---------------------------------------------------------------------
+
+
+class CallbackRecorder:
+    """A LangChain callback handler that keeps what the LLM reported."""
+
+    def __new__(cls):
+        from langchain_core.callbacks import BaseCallbackHandler
+
+        class Recorder(BaseCallbackHandler):
+            def __init__(self):
+                self.prompts, self.ends, self.tokens = [], 0, []
+
+            def on_llm_start(self, serialized, prompts, **kwargs):
+                self.prompts += prompts
+
+            def on_llm_end(self, response, **kwargs):
+                self.ends += 1
+
+            def on_llm_new_token(self, token, **kwargs):
+                self.tokens.append(token)
+
+        return Recorder()
+
+
+def test_course_model_batch_reaches_generate_once_and_reports_to_callbacks(profile, monkeypatch):
+    import helpers.models
+
+    calls = []
+    monkeypatch.setattr(helpers.models, "generate",
+                        lambda model, tokenizer, prompts, profile, progress: calls.append(prompts) or
+                        [f"answer to {prompt}" for prompt in prompts])
+    recorder = CallbackRecorder()
+    llm = retrieval.CourseModel(None, None, profile)
+    answers = llm.batch(["p1", "p2", "p3"], config={"callbacks": [recorder]})
+    assert calls == [["p1", "p2", "p3"]]
+    assert answers == ["answer to p1", "answer to p2", "answer to p3"]
+    assert recorder.prompts == ["p1", "p2", "p3"] and recorder.ends == 3
+
+
+def test_course_model_returns_exceptions_when_asked(profile, monkeypatch):
+    import helpers.models
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError("no room for the batch")
+
+    monkeypatch.setattr(helpers.models, "generate", out_of_memory)
+    llm = retrieval.CourseModel(None, None, profile)
+    results = llm.batch(["p1", "p2"], return_exceptions=True)
+    assert [type(result) for result in results] == [MemoryError, MemoryError]
+    with pytest.raises(MemoryError):
+        llm.invoke("p1")
+
+
+def test_chain_callbacks_see_the_filled_prompt(profile, tiny_store, monkeypatch):
+    import helpers.models
+
+    monkeypatch.setattr(helpers.models, "generate",
+                        lambda model, tokenizer, prompts, profile, progress: ["ok" for _ in prompts])
+    recorder = CallbackRecorder()
+    chain = retrieval.rag_chain(retrieval.retriever(tiny_store, profile), retrieval.CourseModel(None, None, profile))
+    result = chain.invoke("The Prophet", config={"callbacks": [recorder]})
+    assert result["answer"] == "ok"
+    assert recorder.prompts == [result["prompt"]]
+
+
+@pytest.mark.slow
+def test_course_model_streams_the_same_answer_piece_by_piece(profile, base_model):
+    import dataclasses
+
+    from helpers.prompts import format_prompt
+
+    model, tokenizer = base_model
+    short = dataclasses.replace(profile, max_new_tokens=12)
+    llm = retrieval.CourseModel(model, tokenizer, short)
+    recorder = CallbackRecorder()
+    pieces = list(llm.stream(format_prompt("Mog's Kittens"), config={"callbacks": [recorder]}))
+    assert len(pieces) > 1
+    assert recorder.tokens == pieces
+    assert "".join(pieces).strip() == llm.invoke(format_prompt("Mog's Kittens"))
+
+
+def test_a_changed_description_stand_in_changes_one_document(records):
+    documents = retrieval.product_documents(records)
+    changed = retrieval.with_changed_description(documents, "The Prophet")
+    assert [a.page_content == b.page_content for a, b in zip(documents, changed)] == [True] * 3 + [False] + [True] * 2
+    with pytest.raises(KeyError):
+        retrieval.with_changed_description(documents, "No Such Product")

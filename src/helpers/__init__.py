@@ -9,22 +9,27 @@ from __future__ import annotations
 import importlib
 import os
 
-# Set before any library is imported: no telemetry, no hub calls on the offline default, no tokenizer threads
-# fighting the 2 training cores. The gpu profile downloads its model, so offline mode is only a default.
+from helpers import config as _config
+
+# Set before any library is imported: no telemetry, no library progress bars (the course shows its own), no
+# tokenizer threads fighting the 2 training cores. Warnings are NOT muted here: a notebook silences only named,
+# known-noisy messages (helpers.quiet), and scripts and tests see every warning.
 for _name, _value in {
     "ANONYMIZED_TELEMETRY": "False",
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
     "TOKENIZERS_PARALLELISM": "false",
     "UNSLOTH_DISABLE_STATISTICS": "1",
-    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
-    "PYTHONWARNINGS": "ignore",
+    **_config.CPU_NUMERICS,
 }.items():
     os.environ.setdefault(_name, _value)
-if os.environ.get("COURSE_PROFILE", "cpu") != "gpu":
+# Offline exactly when the active profile's models are local: the gpu profile downloads its model.
+if _config.profile_models_are_local():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-STAGES = ("config", "assets", "synthetic", "data", "prompts", "models", "training", "retrieval", "evaluation", "quiet")
+STAGES = ("config", "assets", "synthetic", "data", "prompts", "models", "measurement", "training", "retrieval", "evaluation",
+          "quiet")
 
 
 def __getattr__(name: str):

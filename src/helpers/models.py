@@ -1,13 +1,11 @@
 """Load (Unsloth), generate, stream, batch.
 
 Unsloth is imported here, before transformers, TRL and PEFT, because it patches them on import. Its banner and
-its load line carry the machine's thread count and library versions: they are captured so that notebook output
-stays the same on every machine, and ``load_model`` prints one line of its own instead.
+its load line carry the machine's thread count: those two named lines are dropped (helpers.quiet), everything else
+it prints stays, and ``load_model`` prints one line of its own.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -16,21 +14,12 @@ from pathlib import Path
 from helpers.config import Profile, paths
 from helpers.prompts import cut_at_special_token, format_prompt
 from helpers.quiet import progress as progress_bar
-from helpers.quiet import quiet_libraries
+from helpers.quiet import silence_known_noise_in_notebooks, without_printed_noise
 
-
-@contextlib.contextmanager
-def unsloth_quiet() -> Iterator[None]:
-    """Capture what Unsloth prints (banner, "Unsloth (CPU): ... 2 CPU threads"), then re-silence the libraries."""
-    quiet_libraries()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        yield
-    quiet_libraries()
-
-
-with unsloth_quiet():
+with without_printed_noise():
     # First, so that Unsloth patches transformers, TRL and PEFT before anything imports them.
     from unsloth import FastLanguageModel
+silence_known_noise_in_notebooks()
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
@@ -69,7 +58,7 @@ def load_model(profile: Profile, adapter_dir: Path | str | None = None, verbose:
     adapter_config.json is absolute and would break once the repository moves.
     """
     set_seed(profile.seed)
-    with unsloth_quiet():
+    with without_printed_noise():
         model, tokenizer = FastLanguageModel.from_pretrained(
             profile.model_name, max_seq_length=profile.max_seq_length, load_in_4bit=profile.load_in_4bit
         )
@@ -157,6 +146,22 @@ def stream(
         **encoded, streamer=streamer, **generation_arguments(tokenizer, profile, max_new_tokens, temperature)
     )
     return cut_at_special_token(tokenizer.decode(output[0, encoded["input_ids"].shape[1]:]))
+
+
+def stream_text(model, tokenizer, prompt: str, profile: Profile, max_new_tokens: int | None = None) -> Iterator[str]:
+    """The greedy answer to one prompt, yielded piece by piece as it is generated (TextIteratorStreamer)."""
+    from threading import Thread
+
+    from transformers import TextIteratorStreamer
+
+    set_seed(profile.seed)
+    encoded = tokenizer([prompt], return_tensors="pt").to(model.device)
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    arguments = generation_arguments(tokenizer, profile, max_new_tokens, temperature=None)
+    worker = Thread(target=torch.inference_mode()(model.generate), kwargs={**encoded, **arguments, "streamer": streamer})
+    worker.start()
+    yield from (text for text in streamer if text)
+    worker.join()
 
 
 def stream_answers(model, tokenizer, products: list[str], profile: Profile) -> list[str]:

@@ -1,53 +1,80 @@
-"""Keep notebook output about the course, not about the libraries.
+"""Named, known-noisy messages kept out of notebook output; every other message stays visible.
 
-Library warnings carry timestamps, process ids and install paths, and their progress bars carry timings: they
-would make every re-execution differ (nbval compares stderr too) and bury the story. The course shows its own
-tqdm bars on its own long loops instead.
+Nothing here mutes warnings wholesale. Each entry of ``KNOWN_NOISE`` names one message and why it is noise: it
+either carries the machine's thread count (so a re-execution on another laptop would differ, and nbval compares
+output) or it warns about something the course already handles. In scripts and tests, library warnings are shown
+as the libraries emit them; only Unsloth's machine-specific banner lines are dropped there too, because they are
+printed (not warned) on every load.
+
+The course shows its own tqdm bars on its own long loops (``progress``) instead of the libraries' bars.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import re
+import sys
 import warnings
+from collections.abc import Iterator
 
-NOISY_LOGGERS = (
-    "transformers",
-    "datasets",
-    "huggingface_hub",
-    "sentence_transformers",
-    "bitsandbytes",
-    "bitsandbytes.backends.cpu.ops",
-    "accelerate",
-    "peft",
-    "trl",
-    "unsloth",
-    "unsloth_zoo",
-    "chromadb",
-    "chromadb.telemetry",
-    "httpx",
-    "torch",
-    "torchao",
-)
+# Printed by Unsloth on import and on every model load; the thread count and CPU features differ between machines.
+PRINTED_NOISE = {
+    "Unsloth's CPU banner (CPU features, thread count)": re.compile(r"^Unsloth [\d.]+: no GPU found, training on CPU"),
+    "Unsloth's CPU load line (thread count)": re.compile(r"^Unsloth \(CPU\): \w+ on \d+ CPU threads"),
+}
+# Logged or warned by libraries while the course runs in a notebook.
+NOTEBOOK_NOISE = {
+    # The GGUF-converted SmolLM2 tokenizer asks for a clean-up that transformers (rightly) skips for BPE.
+    "transformers: clean_up_tokenization_spaces on a BPE tokenizer":
+        re.compile(r"Ignoring clean_up_tokenization_spaces=True for BPE tokenizer"),
+}
 
 
-def quiet_libraries() -> None:
-    """Silence warnings and library progress bars; idempotent, cheap to call from every helper."""
-    warnings.filterwarnings("ignore")
-    for name in NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
+def is_known_noise(line: str, patterns: dict[str, re.Pattern]) -> bool:
+    return any(pattern.search(line) for pattern in patterns.values())
+
+
+@contextlib.contextmanager
+def without_printed_noise() -> Iterator[None]:
+    """Run a block (an Unsloth import or load) and pass on everything it printed except PRINTED_NOISE lines.
+
+    The output is held until the block ends, then written, even when the block raises.
+    """
+    captured_out, captured_err = io.StringIO(), io.StringIO()
     try:
-        import transformers
+        with contextlib.redirect_stdout(captured_out), contextlib.redirect_stderr(captured_err):
+            yield
+    finally:
+        for captured, stream in ((captured_out, sys.stdout), (captured_err, sys.stderr)):
+            kept = [line for line in captured.getvalue().splitlines(keepends=True)
+                    if not is_known_noise(line, PRINTED_NOISE)]
+            stream.write("".join(kept))
 
-        transformers.utils.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
-    except ImportError:
-        pass
-    try:
-        import datasets
 
-        datasets.utils.logging.set_verbosity_error()
-        datasets.disable_progress_bars()
-    except ImportError:
-        pass
+class NamedNoiseFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not is_known_noise(record.getMessage(), NOTEBOOK_NOISE)
+
+
+def in_notebook() -> bool:
+    return "ipykernel" in sys.modules
+
+
+def silence_known_noise_in_notebooks() -> None:
+    """In a Jupyter kernel only: drop NOTEBOOK_NOISE from transformers' log handlers and from warnings.
+
+    Call after transformers is imported (helpers.models does, once Unsloth has patched it). Idempotent.
+    """
+    if not in_notebook():
+        return
+    for pattern in NOTEBOOK_NOISE.values():
+        warnings.filterwarnings("ignore", message=f".*{pattern.pattern}")
+    import transformers.utils.logging as transformers_logging
+
+    for handler in transformers_logging._get_library_root_logger().handlers:
+        if not any(isinstance(existing, NamedNoiseFilter) for existing in handler.filters):
+            handler.addFilter(NamedNoiseFilter())
 
 
 def progress(iterable=None, **kwargs):
@@ -56,8 +83,6 @@ def progress(iterable=None, **kwargs):
     stdout, not tqdm's default stderr: Jupyter may interleave the two streams in a different order on each run,
     and nbval compares that order. On one stream, only the bar's final state and its timings (sanitized) remain.
     """
-    import sys
-
     from tqdm import tqdm
 
     kwargs.setdefault("file", sys.stdout)

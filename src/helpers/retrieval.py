@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -17,18 +17,22 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pandas as pd
+from pydantic import ConfigDict
 from langchain_core.documents import Document
+from langchain_core.language_models.llms import BaseLLM
+from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 from langchain_core.runnables import Runnable, RunnableLambda, RunnableParallel, RunnablePassthrough
 
-from helpers.config import Profile, paths
+import helpers.models  # noqa: F401  (Unsloth first: sentence-transformers imports transformers)
+from helpers.config import MINILM_HUB_ID, Profile, local_minilm_dir, paths
 from helpers.quiet import progress as progress_bar
-from helpers.quiet import quiet_libraries
 
 CHROMA_SERVER_ENV_VAR = "CHROMA_SERVER_URL"
 COLLECTION_NAME = "products"
 # Cosine distance on normalised MiniLM vectors: the score is 1 - cosine similarity, comparable across queries.
 COLLECTION_CONFIGURATION = {"hnsw": {"space": "cosine"}}
 QUERY_KINDS = ("exact title", "lower-cased", "word dropped", "typo")
+EMBEDDING_MODEL_KEY = "embedding_model"
 
 
 def document_text(title: str, description: str) -> str:
@@ -55,7 +59,6 @@ def product_documents(records: Iterable[dict]) -> list[Document]:
 @cache
 def load_embeddings(model_path: str):
     """all-MiniLM-L6-v2 through LangChain, normalised so that cosine = dot product; loaded once per process."""
-    quiet_libraries()
     from langchain_huggingface import HuggingFaceEmbeddings
 
     return HuggingFaceEmbeddings(
@@ -73,7 +76,6 @@ def chroma_settings():
 
 def chroma_client(persist_directory: Path):
     """A client for $CHROMA_SERVER_URL if it is set, else the embedded store persisted in ``persist_directory``."""
-    quiet_libraries()
     import chromadb
 
     server_url = os.environ.get(CHROMA_SERVER_ENV_VAR, "").strip()
@@ -95,75 +97,147 @@ def index_directory(profile: Profile) -> Path:
     return paths().chroma / profile.name
 
 
+class IndexMismatchError(RuntimeError):
+    """The collection holds vectors of another embedding model: mixing them would make every search meaningless."""
+
+
+def embedding_model_name(model: str) -> str:
+    """A name for the embedding model that is the same on every machine (the local folder's path is not)."""
+    return MINILM_HUB_ID if Path(model) == Path(local_minilm_dir()) else model
+
+
 def open_store(profile: Profile, persist_directory: Path | None = None, collection_name: str = COLLECTION_NAME):
-    """The product collection (created empty if missing) with our embeddings, never Chroma's downloading default."""
+    """The product collection (created empty if missing) with our embeddings, never Chroma's downloading default.
+
+    The collection records the embedding model it was built with; opening it with another model is refused.
+    """
     from langchain_chroma import Chroma
 
-    return Chroma(
+    model_name = embedding_model_name(profile.embedding_model)
+    store = Chroma(
         collection_name=collection_name,
         embedding_function=load_embeddings(profile.embedding_model),
         client=chroma_client(persist_directory or index_directory(profile)),
         collection_configuration=COLLECTION_CONFIGURATION,
+        collection_metadata={EMBEDDING_MODEL_KEY: model_name},
     )
+    check_embedding_model(store, model_name)
+    return store
+
+
+def check_embedding_model(store, model_name: str) -> None:
+    recorded = (store._collection.metadata or {}).get(EMBEDDING_MODEL_KEY)
+    if recorded == model_name:
+        return
+    if document_count(store) == 0:
+        # An empty collection made elsewhere (a server, an older course version): claim it for this model.
+        store._collection.modify(metadata={**(store._collection.metadata or {}), EMBEDDING_MODEL_KEY: model_name})
+        return
+    raise IndexMismatchError(
+        f"The Chroma collection {store._collection.name!r} holds {document_count(store):,} vectors of "
+        f"{recorded or 'an unrecorded embedding model'}, but this profile embeds with {model_name}. Delete the index "
+        "(`make clean-outputs`, or helpers.retrieval.reset_index) and index again, or use another collection."
+    )
+
+
+def record_manager_path(persist_directory: Path) -> Path:
+    # Beside the Chroma folder, not in it: with a Chroma server nothing is written to the embedded store's folder.
+    return persist_directory.with_name(f"{persist_directory.name}-records.sqlite")
+
+
+def open_record_manager(profile: Profile, persist_directory: Path | None = None,
+                        collection_name: str = COLLECTION_NAME):
+    """LangChain's SQL record manager: which content hash each product's vector was made from, and when."""
+    from langchain_classic.indexes import SQLRecordManager
+
+    database = record_manager_path(persist_directory or index_directory(profile))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    server = os.environ.get(CHROMA_SERVER_ENV_VAR, "").strip() or "embedded"
+    manager = SQLRecordManager(f"chroma/{server}/{collection_name}", db_url=f"sqlite:///{database}")
+    manager.create_schema()
+    return manager
+
+
+def open_index(profile: Profile, persist_directory: Path | None = None):
+    """(store, record_manager) for the profile's product index."""
+    return open_store(profile, persist_directory), open_record_manager(profile, persist_directory)
+
+
+def reset_index(store, record_manager) -> None:
+    """Empty the collection and forget every record, so the next indexing run starts from nothing."""
+    store.reset_collection()
+    record_manager.delete_keys(record_manager.list_keys())
 
 
 def document_count(store) -> int:
     return store._collection.count()
 
 
+def indexed_uids(store, uids: Sequence[str]) -> set[str]:
+    """Which product uids have a document in the store (vector ids are content hashes, the uid is metadata)."""
+    found = store.get(where={"uid": {"$in": list(uids)}}, include=["metadatas"]) if uids else {"metadatas": []}
+    return {metadata["uid"] for metadata in found["metadatas"]}
+
+
 @dataclass(frozen=True)
 class IndexReport:
     added: int
-    already_present: int
+    unchanged: int
+    removed: int
     total: int
 
     def __str__(self) -> str:
-        return f"added {self.added:,} documents, {self.already_present:,} already present, {self.total:,} in the index"
+        return (f"added {self.added:,} documents, {self.unchanged:,} unchanged, {self.removed:,} removed, "
+                f"{self.total:,} in the index")
 
 
-def ids_in_store(store, ids: Sequence[str], batch_size: int) -> set[str]:
-    """Which of ``ids`` the store already holds, asked ``batch_size`` ids at a time."""
-    present = set()
-    for start in range(0, len(ids), batch_size):
-        present.update(store.get(ids=list(ids[start : start + batch_size]), include=[])["ids"])
-    return present
+def index_documents(store, record_manager, documents: Sequence[Document], batch_size: int,
+                    progress: bool = True) -> IndexReport:
+    """Make the store hold exactly ``documents``, through LangChain's indexing API (``langchain_core.indexing.index``).
 
-
-def index_documents(store, documents: Sequence[Document], batch_size: int, progress: bool = True) -> IndexReport:
-    """Embed and add the documents whose ids are not in the store yet, ``batch_size`` at a time, shortest first.
-
-    sentence-transformers pads every call to its longest text; batches of unsorted documents made embedding 21%
-    slower than one call over all texts (measured on the sample), while batches of similar length cost the same.
+    Each document is keyed by a hash of its content and metadata and tracked under its product uid: an unchanged
+    document is skipped, a changed description is re-embedded and its old vector deleted, and a product that is no
+    longer among ``documents`` is removed (cleanup="full"). New documents go in shortest first: sentence-transformers
+    pads every call to its longest text, and batches of similar length embed 21% faster on the sample.
     """
-    present = ids_in_store(store, [document.id for document in documents], batch_size)
-    new_documents = sorted((document for document in documents if document.id not in present),
-                           key=lambda document: len(document.page_content))
-    batches = range(0, len(new_documents), batch_size)
-    for start in progress_bar(batches, desc="indexing", unit="batch", disable=not progress):
-        batch = new_documents[start : start + batch_size]
-        store.add_documents(batch, ids=[document.id for document in batch])
-    return IndexReport(added=len(new_documents), already_present=len(documents) - len(new_documents),
-                       total=document_count(store))
+    from langchain_core.indexing import index
+
+    ordered = sorted(documents, key=lambda document: len(document.page_content))
+    source = progress_bar(ordered, desc="indexing", unit="doc", disable=not progress)
+    result = index(source, record_manager, store, cleanup="full", source_id_key="uid", batch_size=batch_size,
+                   key_encoder="sha256")
+    if progress:
+        source.close()
+    changed = result["num_updated"]  # re-indexed under the same key (forced updates only); counted as added
+    return IndexReport(added=result["num_added"] + changed, unchanged=result["num_skipped"],
+                       removed=result["num_deleted"], total=document_count(store))
 
 
 def ensure_index(profile: Profile, progress: bool = True):
-    """The store holding exactly the training products: missing ones are indexed, stale ones removed.
+    """The store holding exactly the current training products, each embedded from its current description.
 
-    Stale documents (products that the current split no longer trains on) would let retrieval see held-out
-    descriptions, so they are deleted, and the deletion is reported. A complete index costs one id listing.
+    Missing or changed products are (re-)embedded, and products that the current split no longer trains on are
+    removed: they would let retrieval see held-out descriptions. Prints a report only when something changed.
     """
     from helpers.data import load_processed
 
     train, _ = load_processed(profile)
-    store = open_store(profile)
-    train_ids = set(train["uid"])
-    stale_ids = sorted(set(store.get(include=[])["ids"]) - train_ids)
-    if stale_ids:
-        store.delete(ids=stale_ids)
-        print(f"removed {len(stale_ids):,} documents that are not training products")
-    if document_count(store) < len(train_ids):
-        print(index_documents(store, product_documents(train), profile.index_batch_size, progress=progress))
+    store, record_manager = open_index(profile)
+    report = index_documents(store, record_manager, product_documents(train), profile.index_batch_size,
+                             progress=progress)
+    if report.added or report.removed:
+        print(report)
     return store
+
+
+def with_changed_description(documents: Sequence[Document], title: str,
+                             note: str = "New edition, revised and expanded.") -> list[Document]:
+    """The documents with one product's description extended by ``note``: a stand-in for a catalogue update."""
+    changed = [document for document in documents if document.metadata["title"] == title]
+    if not changed:
+        raise KeyError(f"no document titled {title!r}")
+    return [Document(id=document.id, metadata=document.metadata, page_content=f"{document.page_content} {note}")
+            if document.metadata["title"] == title else document for document in documents]
 
 
 def retriever(store, profile: Profile):
@@ -266,29 +340,62 @@ def retrieval_quality(store, records: Iterable[dict], seed: int, k_values: Seque
 # --- The RAG chain ------------------------------------------------------------------------------------------
 
 
-class CourseModel(Runnable[str, str]):
-    """The course's model as a LangChain Runnable: prompt text in, answer text out.
+class CourseModel(BaseLLM):
+    """The course's model as a LangChain LLM: prompt text in, answer text out.
 
-    ``invoke`` answers one prompt; ``batch`` sends all prompts to ``helpers.models.generate`` at once (left-padded
-    batched generation) instead of LangChain's default of one thread per prompt.
+    A real ``BaseLLM``, so callbacks, tracing, ``.batch(return_exceptions=...)`` and ``.stream`` behave as LangChain
+    users expect. ``.batch`` reaches ``_generate`` once with every prompt, which hands them all to
+    ``helpers.models.generate`` (left-padded batched generation) instead of one call per prompt.
     """
 
-    def __init__(self, model, tokenizer, profile: Profile, progress: bool = False) -> None:
-        self.model, self.tokenizer, self.profile, self.progress = model, tokenizer, profile, progress
+    model: Any
+    tokenizer: Any
+    profile: Any  # a helpers.config.Profile (a frozen dataclass pydantic would copy)
+    progress: bool = False
+    model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    def invoke(self, input: str, config=None, **kwargs: Any) -> str:
-        return self.batch([input], config)[0]
+    def __init__(self, model, tokenizer, profile: Profile, progress: bool = False, **kwargs: Any) -> None:
+        super().__init__(model=model, tokenizer=tokenizer, profile=profile, progress=progress, **kwargs)
 
-    def batch(self, inputs: list[str], config=None, *, return_exceptions: bool = False, **kwargs: Any) -> list[str]:
+    @property
+    def _llm_type(self) -> str:
+        return "course-unsloth"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model": self.profile.short_name, "profile": self.profile.name,
+                "max_new_tokens": self.profile.max_new_tokens, "decoding": "greedy"}
+
+    def _generate(self, prompts: list[str], stop: list[str] | None = None, run_manager=None,
+                  **kwargs: Any) -> LLMResult:
         from helpers.models import generate
 
-        if not inputs:
-            return []
-        return generate(self.model, self.tokenizer, list(inputs), self.profile, progress=self.progress)
+        answers = generate(self.model, self.tokenizer, list(prompts), self.profile, progress=self.progress)
+        return LLMResult(generations=[[Generation(text=cut_at_stop(answer, stop))] for answer in answers])
+
+    def _stream(self, prompt: str, stop: list[str] | None = None, run_manager=None,
+                **kwargs: Any) -> Iterator[GenerationChunk]:
+        from helpers.models import stream_text
+
+        for text in stream_text(self.model, self.tokenizer, prompt, self.profile):
+            chunk = GenerationChunk(text=text)
+            if run_manager is not None:
+                run_manager.on_llm_new_token(text, chunk=chunk)
+            yield chunk
+
+
+def cut_at_stop(text: str, stop: list[str] | None) -> str:
+    """The text up to the first stop sequence, as LangChain's ``stop`` argument asks."""
+    for sequence in stop or ():
+        text = text.split(sequence, 1)[0]
+    return text
 
 
 class _AddAnswers(Runnable[dict, dict]):
-    """The chain's last step: asks the model about every prompt of the batch at once and keeps the sources."""
+    """The chain's last step: asks the model about every prompt of the batch at once and keeps the sources.
+
+    LangChain's RunnableAssign would call the model once per item in threads; this step sends one batch.
+    """
 
     def __init__(self, llm) -> None:
         self.llm = llm
@@ -296,9 +403,12 @@ class _AddAnswers(Runnable[dict, dict]):
     def invoke(self, input: dict, config=None, **kwargs: Any) -> dict:
         return self.batch([input], config)[0]
 
-    def batch(self, inputs: list[dict], config=None, *, return_exceptions: bool = False, **kwargs: Any) -> list[dict]:
-        answers = self.llm.batch([item["prompt"] for item in inputs], config) if inputs else []
-        return [{**item, "answer": answer} for item, answer in zip(inputs, answers)]
+    def batch(self, inputs: list[dict], config=None, *, return_exceptions: bool = False, **kwargs: Any) -> list:
+        if not inputs:
+            return []
+        answers = self.llm.batch([item["prompt"] for item in inputs], config, return_exceptions=return_exceptions)
+        return [answer if isinstance(answer, Exception) else {**item, "answer": answer}
+                for item, answer in zip(inputs, answers)]
 
 
 def format_context(documents: Sequence[Document]) -> str:
@@ -314,7 +424,7 @@ def _with_prompt(item: dict) -> dict:
 def rag_chain(retriever, llm):
     """product title → {product, sources, prompt, answer}: retrieve, fill the Alpaca prompt, generate.
 
-    ``llm`` is any Runnable from prompt text to answer text (``CourseModel`` or a fake one in tests).
+    ``llm`` is any Runnable from prompt text to answer text (``CourseModel``, a ChatModel's text, or a fake one).
     """
     return RunnableParallel(product=RunnablePassthrough(), sources=retriever) | RunnableLambda(_with_prompt) | _AddAnswers(llm)
 

@@ -3,75 +3,60 @@
 Notebook 03 writes the Unsloth and TRL calls out in full, as Unsloth's own notebooks do; the functions here make the
 same calls for ``ensure_adapter`` (notebooks 05 and 06 need an adapter even when 03 was not run) and for the tests,
 and measure what the reference only eyeballed or measured wrongly.
+
+What needs no Unsloth (the training records, the SFTConfig, the statistics) lives in helpers.measurement, so that a
+benchmark's plain baseline can use it without importing Unsloth; it is re-exported here under the same names.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
 import subprocess
 import sys
-import threading
-import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from helpers.config import DEMO_PRODUCTS, Profile, active_profile, paths
-from helpers.data import load_processed, shown_figure
-from helpers.models import FastLanguageModel, display_path, unsloth_quiet
-from helpers.prompts import format_training_text
-from helpers.quiet import progress, quiet_libraries
+from helpers.config import Profile, active_profile, paths
+from helpers.data import shown_figure
+from helpers.models import FastLanguageModel, display_path
+from helpers.quiet import without_printed_noise
 
-import datasets  # noqa: E402  (after helpers.models: Unsloth must be imported first)
+# After helpers.models: Unsloth must be imported before transformers, TRL and PEFT, which these import.
+from helpers.measurement import (  # noqa: E402,F401  (re-exported: callers use helpers.training.<name>)
+    PeakMemorySampler,
+    StepProgress,
+    TokenCounter,
+    TrainingStats,
+    batch_tokens,
+    build_trainer,
+    samples_seen,
+    select_training_records,
+    sft_config,
+    sft_settings,
+    to_training_texts,
+    train_with_stats,
+    trainer_output_dir,
+    training_dataset,
+)
+
 import pandas as pd  # noqa: E402
-import psutil  # noqa: E402
-import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
-from trl import SFTConfig, SFTTrainer  # noqa: E402
+from trl import SFTConfig  # noqa: E402
 
 # The reference's run on an RTX 4060, from its own training log (its text claimed 2:30 h).
 REFERENCE_TRAINING_SECONDS = 49_274.93
 REFERENCE_SAMPLES_PER_SECOND = 0.203
 # Unsloth's CPU backend patches gradient checkpointing; "unsloth" is what its notebooks pass.
 GRADIENT_CHECKPOINTING = "unsloth"
-MEMORY_SAMPLING_SECONDS = 0.05
 PRECISION_COMPARISON_STEPS = 4
-
-
-# --- Data ------------------------------------------------------------------------------------------------------
-
-
-def select_training_records(train: datasets.Dataset, profile: Profile) -> datasets.Dataset:
-    """profile.train_examples records: the four demo products, then a seeded shuffle of the rest."""
-    demo = train.filter(lambda record: record["product"] in DEMO_PRODUCTS)
-    missing = set(DEMO_PRODUCTS) - set(demo["product"])
-    if missing:
-        raise ValueError(f"The training split lacks the demo products {sorted(missing)}: rebuild outputs/processed.")
-    demo = demo.select(range(len(DEMO_PRODUCTS))) if len(demo) > len(DEMO_PRODUCTS) else demo
-    others = train.filter(lambda record: record["product"] not in DEMO_PRODUCTS).shuffle(seed=profile.seed)
-    wanted = profile.train_examples - len(demo)
-    if wanted > len(others):
-        raise ValueError(f"profile.train_examples={profile.train_examples} but only {len(others) + len(demo)} "
-                         "training records exist.")
-    return datasets.concatenate_datasets([demo, others.select(range(wanted))])
-
-
-def to_training_texts(records: datasets.Dataset, eos_token: str) -> datasets.Dataset:
-    """Alpaca text with EOS in a "text" column, the field SFTTrainer reads."""
-    return records.map(
-        lambda record: {"text": format_training_text(record["product"], record["description"], eos_token)}
-    )
-
-
-def training_dataset(profile: Profile, tokenizer) -> datasets.Dataset:
-    train, _ = load_processed(profile)
-    return to_training_texts(select_training_records(train, profile), tokenizer.eos_token)
 
 
 # --- Model and trainer (the same calls notebook 03 shows) -----------------------------------------------------
 
 
 def load_base_model(profile: Profile, load_in_4bit: bool | None = None):
-    with unsloth_quiet():
+    with without_printed_noise():
         return FastLanguageModel.from_pretrained(
             profile.model_name,
             max_seq_length=profile.max_seq_length,
@@ -80,7 +65,7 @@ def load_base_model(profile: Profile, load_in_4bit: bool | None = None):
 
 
 def add_lora(model, profile: Profile):
-    with unsloth_quiet():
+    with without_printed_noise():
         return FastLanguageModel.get_peft_model(
             model,
             r=profile.lora_r,
@@ -91,41 +76,6 @@ def add_lora(model, profile: Profile):
             use_gradient_checkpointing=GRADIENT_CHECKPOINTING,
             random_state=profile.seed,
         )
-
-
-def trainer_output_dir(profile: Profile) -> Path:
-    # Beside the adapters (ignored by git); save_strategy="no" keeps it nearly empty.
-    return paths().adapters / f"{profile.name}-trainer"
-
-
-def sft_settings(profile: Profile) -> dict:
-    """The profile's SFTConfig arguments, as a plain dict (building a second SFTConfig resets Accelerate's state)."""
-    return dict(
-        output_dir=str(trainer_output_dir(profile)),
-        dataset_text_field="text",
-        max_length=profile.max_seq_length,
-        packing=False,
-        per_device_train_batch_size=profile.batch_size,
-        gradient_accumulation_steps=profile.gradient_accumulation_steps,
-        num_train_epochs=profile.epochs,
-        learning_rate=profile.learning_rate,
-        warmup_steps=profile.warmup_steps,
-        weight_decay=profile.weight_decay,
-        lr_scheduler_type=profile.lr_scheduler_type,
-        optim=profile.optim,
-        max_grad_norm=profile.max_grad_norm,
-        train_sampling_strategy="group_by_length" if profile.group_by_length else "random",
-        seed=profile.seed,
-        data_seed=profile.seed,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-    )
-
-
-def sft_config(profile: Profile, **overrides) -> SFTConfig:
-    """The profile's SFTConfig; overrides are for benchmarks and tests (max_steps, padding, sampling)."""
-    return SFTConfig(**{**sft_settings(profile), **overrides})
 
 
 def settings_differing_from_profile(args: SFTConfig, profile: Profile) -> dict:
@@ -144,138 +94,7 @@ def same_setting(key: str, actual, expected) -> bool:
     return actual == expected
 
 
-def build_trainer(model, tokenizer, dataset: datasets.Dataset, profile: Profile, **overrides) -> SFTTrainer:
-    return SFTTrainer(model=model, processing_class=tokenizer, train_dataset=dataset,
-                      args=sft_config(profile, **overrides))
-
-
 # --- Statistics ------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TrainingStats:
-    device: str
-    steps: int
-    samples: int
-    tokens: int
-    wall_seconds: float
-    samples_per_second: float
-    tokens_per_second: float
-    first_loss: float
-    last_loss: float
-    mean_loss: float
-    peak_memory_gb: float
-    peak_memory_kind: str
-    losses: tuple[float, ...]
-
-    def table(self) -> pd.DataFrame:
-        rows = {key: value for key, value in asdict(self).items() if key != "losses"}
-        return pd.DataFrame({"value": rows}).rename_axis("training statistic")
-
-
-class PeakMemorySampler:
-    """Peak resident memory of this process while a block runs, sampled in a background thread.
-
-    resource.getrusage's ru_maxrss cannot be reset, so it would report the peak of whatever ran before.
-    """
-
-    def __init__(self, interval: float = MEMORY_SAMPLING_SECONDS):
-        self.interval = interval
-        self.peak_bytes = 0
-        self._process = psutil.Process()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak_bytes = max(self.peak_bytes, self._process.memory_info().rss)
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> PeakMemorySampler:
-        self.peak_bytes = self._process.memory_info().rss
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak_bytes = max(self.peak_bytes, self._process.memory_info().rss)
-
-
-class StepProgress(TrainerCallback):
-    """One course-style bar over the optimizer steps with the latest loss, instead of a printed dict per step."""
-
-    def __init__(self, stream):
-        self.stream = stream
-        self.bar = None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.bar = progress(total=state.max_steps, desc="training", unit="step", file=self.stream,
-                            bar_format="{l_bar}{bar:30}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.bar.update(1)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and "loss" in logs:
-            self.bar.set_postfix(loss=f"{float(logs['loss']):.3f}", refresh=False)
-
-    def on_train_end(self, args, state, control, **kwargs):
-        self.bar.close()
-
-
-def samples_seen(trainer: SFTTrainer) -> int:
-    """Examples the optimizer saw: full batches, except that the last batch of an epoch may be short."""
-    args = trainer.args
-    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
-    samples = trainer.state.global_step * per_step
-    if args.max_steps > 0:
-        return samples
-    return min(samples, round(len(trainer.train_dataset) * args.num_train_epochs))
-
-
-def train_with_stats(trainer: SFTTrainer) -> TrainingStats:
-    """trainer.train(), with wall time, throughput, losses and peak memory measured around it.
-
-    Peak memory is torch.cuda.max_memory_reserved on a GPU (the reference printed "0.000 GB" by subtracting the
-    wrong baseline), and process RSS on a CPU.
-    """
-    quiet_libraries()
-    on_gpu = torch.cuda.is_available()
-    if on_gpu:
-        torch.cuda.reset_peak_memory_stats()
-    # Unsloth prints a banner (GPU count, versions) when training starts; the course's own bar replaces it.
-    trainer.add_callback(StepProgress(sys.stdout))
-    with PeakMemorySampler() as memory:
-        start = time.perf_counter()
-        with unsloth_quiet():
-            trainer.train()
-        wall_seconds = time.perf_counter() - start
-    history = trainer.state.log_history
-    losses = tuple(float(entry["loss"]) for entry in history if "loss" in entry)
-    if not losses:
-        raise RuntimeError("Training logged no loss: set logging_steps so that at least one step is logged.")
-    tokens = max((int(float(entry["num_tokens"])) for entry in history if "num_tokens" in entry), default=0)
-    samples = samples_seen(trainer)
-    if on_gpu:
-        peak_memory_gb, kind = torch.cuda.max_memory_reserved() / 1e9, "torch.cuda.max_memory_reserved"
-    else:
-        peak_memory_gb, kind = memory.peak_bytes / 1e9, "process RSS"
-    return TrainingStats(
-        device=torch.cuda.get_device_name() if on_gpu else f"CPU ({torch.get_num_threads()} threads)",
-        steps=trainer.state.global_step,
-        samples=samples,
-        tokens=tokens,
-        wall_seconds=round(wall_seconds, 2),
-        samples_per_second=round(samples / wall_seconds, 3),
-        tokens_per_second=round(tokens / wall_seconds, 1),
-        first_loss=round(losses[0], 4),
-        last_loss=round(losses[-1], 4),
-        mean_loss=round(sum(losses) / len(losses), 4),
-        peak_memory_gb=round(peak_memory_gb, 3),
-        peak_memory_kind=kind,
-        losses=losses,
-    )
 
 
 def plot_loss_curve(stats: TrainingStats, profile: Profile) -> Figure:
@@ -295,21 +114,104 @@ def plot_loss_curve(stats: TrainingStats, profile: Profile) -> Figure:
 # --- Saving and the adapter contract ---------------------------------------------------------------------------
 
 
+FINGERPRINT_FILE = "course_fingerprint.json"
+
+
 def adapter_dir(profile: Profile) -> Path:
     return paths().adapters / profile.name
 
 
+class StaleAdapterError(RuntimeError):
+    """An adapter folder exists but was trained on another base model, other settings or other data."""
+
+
+def base_model_identity(model_name: str) -> dict:
+    """What identifies the base model on every machine: a hub id, or a local folder's name and config hash."""
+    folder = Path(model_name)
+    if not folder.is_dir():
+        return {"hub_id": model_name}
+    return {"folder": folder.name, "config_sha256": file_sha256(folder / "config.json")}
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def records_sha256(records) -> str:
+    """A hash of the training records, in training order: another selection or a changed description changes it."""
+    digest = hashlib.sha256()
+    for record in records:
+        digest.update(json.dumps([record["uid"], record["product"], record["description"]]).encode())
+    return digest.hexdigest()
+
+
+def adapter_fingerprint(profile: Profile) -> dict:
+    """Everything that decides what the adapter learns: base model, quantization, LoRA, SFTConfig, prompt, data."""
+    from helpers.data import load_processed
+    from helpers.prompts import ALPACA_TEMPLATE
+
+    train, _ = load_processed(profile)
+    settings = {key: value for key, value in sft_settings(profile).items() if key != "output_dir"}
+    return {
+        "base_model": base_model_identity(profile.model_name),
+        "load_in_4bit": profile.load_in_4bit,
+        "max_seq_length": profile.max_seq_length,
+        "lora": {"r": profile.lora_r, "alpha": profile.lora_alpha, "dropout": profile.lora_dropout,
+                 "targets": list(profile.lora_targets)},
+        "sft_config": settings,
+        "prompt_template_sha256": hashlib.sha256(ALPACA_TEMPLATE.encode()).hexdigest(),
+        "training_records_sha256": records_sha256(select_training_records(train, profile)),
+    }
+
+
+def fingerprint_differences(saved: dict, wanted: dict) -> list[str]:
+    """The top-level keys whose values differ: what changed since the adapter was trained."""
+    return sorted(key for key in saved.keys() | wanted.keys() if saved.get(key) != wanted.get(key))
+
+
+def stale_reason(target: Path, profile: Profile) -> str | None:
+    """Why the adapter in ``target`` cannot serve ``profile`` (None when it can)."""
+    if not (target / "adapter_config.json").is_file():
+        return "no adapter"
+    fingerprint_path = target / FINGERPRINT_FILE
+    if not fingerprint_path.is_file():
+        return f"no {FINGERPRINT_FILE} (saved by an older version of the course)"
+    changed = fingerprint_differences(json.loads(fingerprint_path.read_text()), adapter_fingerprint(profile))
+    return f"trained with another {', '.join(changed)}" if changed else None
+
+
 def save_adapter(model, tokenizer, profile: Profile, merged_16bit: bool = False, target: Path | None = None) -> Path:
-    """The LoRA adapter (a few MB) under outputs/adapters/<profile>; optionally the merged 16-bit model beside it."""
+    """The LoRA adapter (a few MB) under outputs/adapters/<profile>, with its fingerprint; optionally the merged
+    16-bit model beside it.
+
+    Written atomically: into a temporary folder beside the target, fingerprint last, then swapped in. An
+    interrupted save leaves the previous adapter (or nothing), never a half-written one that looks complete.
+    """
     target = Path(target or adapter_dir(profile))
-    model.save_pretrained(str(target))
-    tokenizer.save_pretrained(str(target))
+    staging = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        model.save_pretrained(str(staging))
+        tokenizer.save_pretrained(str(staging))
+        (staging / FINGERPRINT_FILE).write_text(json.dumps(adapter_fingerprint(profile), indent=1) + "\n")
+        replace_folder(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     if merged_16bit:
-        with unsloth_quiet():
+        with without_printed_noise():
             model.save_pretrained_merged(str(target.with_name(f"{profile.name}-merged-16bit")), tokenizer,
                                          save_method="merged_16bit")
     print(f"saved LoRA adapter to {display_path(target)}")
     return target
+
+
+def replace_folder(new: Path, target: Path) -> None:
+    """Put ``new`` where ``target`` is, with two renames (a folder cannot be replaced by one)."""
+    retired = target.with_name(f".{target.name}.retired-{os.getpid()}")
+    if target.exists():
+        target.replace(retired)
+    new.replace(target)
+    shutil.rmtree(retired, ignore_errors=True)
 
 
 def train_adapter(profile: Profile) -> tuple[Path, TrainingStats]:
@@ -322,12 +224,14 @@ def train_adapter(profile: Profile) -> tuple[Path, TrainingStats]:
 
 
 def ensure_adapter(profile: Profile | None = None) -> Path:
-    """outputs/adapters/<profile>, trained and saved first if it is missing."""
+    """outputs/adapters/<profile>, (re)trained first if it is missing or stale (another base model, LoRA or
+    training settings, prompt or training data than the profile's)."""
     profile = profile or active_profile(verbose=False)
     target = adapter_dir(profile)
-    if (target / "adapter_config.json").is_file():
+    reason = stale_reason(target, profile)
+    if reason is None:
         return target
-    print(f"no adapter in {display_path(target)}: training one ({profile.train_examples} examples)")
+    print(f"{display_path(target)}: {reason}; training an adapter ({profile.train_examples} examples)")
     return train_adapter(profile)[0]
 
 

@@ -1,0 +1,297 @@
+"""What measuring a training run needs, without Unsloth: the shared records and SFTConfig, and the statistics.
+
+Importing Unsloth patches transformers, TRL and PEFT for the whole process, so a "plain" baseline that imported
+it would measure Unsloth twice. Nothing here imports Unsloth, helpers.models or helpers.training (a test checks it
+in a fresh process): benchmarks/gpu_training.py trains both backends with these same records, the same SFTConfig
+and the same measurement. helpers.training re-exports every name, and imports Unsloth before this module, as
+Unsloth requires; a process that wants Unsloth must import it (or helpers.models) before this module too.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from helpers.config import DEMO_PRODUCTS, Profile, paths
+from helpers.data import load_processed
+from helpers.prompts import format_training_text
+from helpers.quiet import progress
+
+import datasets
+import pandas as pd
+import psutil
+import torch
+import trl
+from transformers import PrinterCallback, ProgressCallback, TrainerCallback
+
+MEMORY_SAMPLING_SECONDS = 0.05
+
+
+# --- Training records ------------------------------------------------------------------------------------------
+
+
+def select_training_records(train: datasets.Dataset, profile: Profile) -> datasets.Dataset:
+    """profile.train_examples records: the four demo products, then a seeded shuffle of the rest."""
+    demo = train.filter(lambda record: record["product"] in DEMO_PRODUCTS)
+    missing = set(DEMO_PRODUCTS) - set(demo["product"])
+    if missing:
+        raise ValueError(f"The training split lacks the demo products {sorted(missing)}: rebuild outputs/processed.")
+    demo = demo.select(range(len(DEMO_PRODUCTS))) if len(demo) > len(DEMO_PRODUCTS) else demo
+    others = train.filter(lambda record: record["product"] not in DEMO_PRODUCTS).shuffle(seed=profile.seed)
+    wanted = profile.train_examples - len(demo)
+    if wanted > len(others):
+        raise ValueError(f"profile.train_examples={profile.train_examples} but only {len(others) + len(demo)} "
+                         "training records exist.")
+    return datasets.concatenate_datasets([demo, others.select(range(wanted))])
+
+
+def to_training_texts(records: datasets.Dataset, eos_token: str) -> datasets.Dataset:
+    """Alpaca text with EOS in a "text" column, the field SFTTrainer reads."""
+    return records.map(
+        lambda record: {"text": format_training_text(record["product"], record["description"], eos_token)}
+    )
+
+
+def training_dataset(profile: Profile, tokenizer) -> datasets.Dataset:
+    train, _ = load_processed(profile)
+    return to_training_texts(select_training_records(train, profile), tokenizer.eos_token)
+
+
+# --- SFTConfig and trainer (the same for every backend) -------------------------------------------------------
+
+
+def trainer_output_dir(profile: Profile) -> Path:
+    # Beside the adapters (ignored by git); save_strategy="no" keeps it nearly empty.
+    return paths().adapters / f"{profile.name}-trainer"
+
+
+def sft_settings(profile: Profile) -> dict:
+    """The profile's SFTConfig arguments, as a plain dict (building a second SFTConfig resets Accelerate's state)."""
+    return dict(
+        output_dir=str(trainer_output_dir(profile)),
+        dataset_text_field="text",
+        max_length=profile.max_seq_length,
+        packing=False,
+        per_device_train_batch_size=profile.batch_size,
+        gradient_accumulation_steps=profile.gradient_accumulation_steps,
+        num_train_epochs=profile.epochs,
+        learning_rate=profile.learning_rate,
+        warmup_steps=profile.warmup_steps,
+        weight_decay=profile.weight_decay,
+        lr_scheduler_type=profile.lr_scheduler_type,
+        optim=profile.optim,
+        max_grad_norm=profile.max_grad_norm,
+        train_sampling_strategy="group_by_length" if profile.group_by_length else "random",
+        seed=profile.seed,
+        data_seed=profile.seed,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+    )
+
+
+# trl.SFTConfig and trl.SFTTrainer are looked up when called, not bound on import: where Unsloth is loaded it
+# replaces both in the trl module with its own, and a process that imported this module first must still get those.
+
+
+def sft_config(profile: Profile, **overrides) -> trl.SFTConfig:
+    """The profile's SFTConfig; overrides are for benchmarks and tests (max_steps, padding, sampling)."""
+    return trl.SFTConfig(**{**sft_settings(profile), **overrides})
+
+
+def build_trainer(model, tokenizer, dataset: datasets.Dataset, profile: Profile, **overrides) -> trl.SFTTrainer:
+    return trl.SFTTrainer(model=model, processing_class=tokenizer, train_dataset=dataset,
+                          args=sft_config(profile, **overrides))
+
+
+# --- Statistics ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainingStats:
+    device: str
+    steps: int
+    samples: int
+    tokens: int
+    wall_seconds: float
+    samples_per_second: float
+    tokens_per_second: float
+    first_loss: float
+    last_loss: float
+    mean_loss: float
+    peak_memory_gb: float
+    peak_memory_kind: str
+    losses: tuple[float, ...]
+
+    def table(self) -> pd.DataFrame:
+        rows = {key: value for key, value in asdict(self).items() if key != "losses"}
+        return pd.DataFrame({"value": rows}).rename_axis("training statistic")
+
+
+class PeakMemorySampler:
+    """Peak resident memory of this process while a block runs, sampled in a background thread.
+
+    resource.getrusage's ru_maxrss cannot be reset, so it would report the peak of whatever ran before.
+    """
+
+    def __init__(self, interval: float = MEMORY_SAMPLING_SECONDS):
+        self.interval = interval
+        self.peak_bytes = 0
+        self._process = psutil.Process()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak_bytes = max(self.peak_bytes, self._process.memory_info().rss)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakMemorySampler:
+        self.peak_bytes = self._process.memory_info().rss
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_bytes = max(self.peak_bytes, self._process.memory_info().rss)
+
+
+class StepProgress(TrainerCallback):
+    """One course-style bar over the optimizer steps with the latest loss, instead of a printed dict per step."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.bar = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.bar = progress(total=state.max_steps, desc="training", unit="step", file=self.stream,
+                            bar_format="{l_bar}{bar:30}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.bar.update(1)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.bar.set_postfix(loss=f"{float(logs['loss']):.3f}", refresh=False)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.bar.close()
+
+
+def batch_tokens(batch, pad_token_id: int | None) -> torch.Tensor:
+    """The real (non-padding) tokens of one batch, as a 0-d tensor on the batch's device (no GPU sync).
+
+    The attention mask where there is one. Padding-free batches carry no mask: Unsloth's give each sequence's
+    length (packed_seq_lengths); without either, every input id that is not the pad token counts.
+    """
+    if batch.get("attention_mask") is not None:
+        return batch["attention_mask"].sum()
+    if batch.get("packed_seq_lengths") is not None:
+        return batch["packed_seq_lengths"].sum()
+    input_ids = batch["input_ids"]
+    if pad_token_id is None:
+        return torch.tensor(input_ids.numel(), device=input_ids.device)
+    return (input_ids != pad_token_id).sum()
+
+
+class TokenCounter:
+    """Counts the real tokens of every batch that reaches the model while the block runs.
+
+    It wraps this trainer's training_step, which receives each micro-batch exactly once, in Unsloth's patched
+    training loop as in transformers' own. Reading "num_tokens" from the log history instead, with a missing entry
+    taken as 0, reported 0.0 tokens/s for both backends of benchmarks/gpu_training.py.
+    """
+
+    def __init__(self, trainer: trl.SFTTrainer):
+        self.trainer = trainer
+        self.pad_token_id = getattr(trainer.data_collator, "pad_token_id", None)
+        if self.pad_token_id is None:
+            self.pad_token_id = getattr(getattr(trainer, "processing_class", None), "pad_token_id", None)
+        self.batch_counts: list[torch.Tensor] = []
+
+    def __enter__(self) -> TokenCounter:
+        self._own_attribute = self.trainer.__dict__.get("training_step")
+        training_step = self.trainer.training_step
+
+        def counting_training_step(model, inputs, *args, **kwargs):
+            self.batch_counts.append(batch_tokens(inputs, self.pad_token_id).detach())
+            return training_step(model, inputs, *args, **kwargs)
+
+        self.trainer.training_step = counting_training_step
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._own_attribute is None:
+            del self.trainer.training_step
+        else:
+            self.trainer.training_step = self._own_attribute
+
+    @property
+    def batches(self) -> int:
+        return len(self.batch_counts)
+
+    @property
+    def tokens(self) -> int:
+        if not self.batch_counts:
+            raise RuntimeError("No batch reached the model, so there are no tokens to count: was the training "
+                               "dataset empty, or max_steps 0?")
+        return sum(int(count) for count in self.batch_counts)
+
+
+def samples_seen(trainer: trl.SFTTrainer) -> int:
+    """Examples the optimizer saw: full batches, except that the last batch of an epoch may be short."""
+    args = trainer.args
+    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    samples = trainer.state.global_step * per_step
+    if args.max_steps > 0:
+        return samples
+    return min(samples, round(len(trainer.train_dataset) * args.num_train_epochs))
+
+
+def train_with_stats(trainer: trl.SFTTrainer) -> TrainingStats:
+    """trainer.train(), with wall time, throughput, losses and peak memory measured around it.
+
+    Tokens are the non-padding tokens of the batches that reached the model (TokenCounter). Peak memory is
+    torch.cuda.max_memory_reserved on a GPU (the reference printed "0.000 GB" by subtracting the wrong baseline),
+    and process RSS on a CPU.
+    """
+    on_gpu = torch.cuda.is_available()
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats()
+    # The course's bar replaces the Trainer's own bar and the log dict it prints per step (only these: warnings
+    # and everything else the libraries print stay visible).
+    for library_progress in (ProgressCallback, PrinterCallback):
+        trainer.remove_callback(library_progress)
+    trainer.add_callback(StepProgress(sys.stdout))
+    with PeakMemorySampler() as memory, TokenCounter(trainer) as counted:
+        start = time.perf_counter()
+        trainer.train()
+        wall_seconds = time.perf_counter() - start
+    history = trainer.state.log_history
+    losses = tuple(float(entry["loss"]) for entry in history if "loss" in entry)
+    if not losses:
+        raise RuntimeError("Training logged no loss: set logging_steps so that at least one step is logged.")
+    tokens = counted.tokens
+    samples = samples_seen(trainer)
+    if on_gpu:
+        peak_memory_gb, kind = torch.cuda.max_memory_reserved() / 1e9, "torch.cuda.max_memory_reserved"
+    else:
+        peak_memory_gb, kind = memory.peak_bytes / 1e9, "process RSS"
+    return TrainingStats(
+        device=torch.cuda.get_device_name() if on_gpu else f"CPU ({torch.get_num_threads()} threads)",
+        steps=trainer.state.global_step,
+        samples=samples,
+        tokens=tokens,
+        wall_seconds=round(wall_seconds, 2),
+        samples_per_second=round(samples / wall_seconds, 3),
+        tokens_per_second=round(tokens / wall_seconds, 1),
+        first_loss=round(losses[0], 4),
+        last_loss=round(losses[-1], 4),
+        mean_loss=round(sum(losses) / len(losses), 4),
+        peak_memory_gb=round(peak_memory_gb, 3),
+        peak_memory_kind=kind,
+        losses=losses,
+    )
