@@ -56,10 +56,9 @@ def measure_indexing(profile, documents) -> dict:
         embedding_timings.append(timed(lambda: embeddings.embed_documents(texts)))
         with tempfile.TemporaryDirectory() as folder:
             # Opening the store is set-up, paid once per index, not per document: it stays outside the timing.
-            store = retrieval.open_store(profile, persist_directory=Path(folder))
-            indexing_timings.append(
-                timed(lambda: retrieval.index_documents(store, documents, profile.index_batch_size, progress=False))
-            )
+            store, record_manager = retrieval.open_index(profile, Path(folder) / "chroma")
+            indexing_timings.append(timed(lambda: retrieval.index_documents(
+                store, record_manager, documents, profile.index_batch_size, progress=False)))
     embedding_s, indexing_s = min(embedding_timings), min(indexing_timings)
     return {
         "documents": len(texts),
@@ -95,8 +94,10 @@ def extrapolated_embedding_minutes(profile, documents) -> float:
 def synthetic_store(profile, folder: Path, dimension: int, seed: int):
     """100k random unit vectors added through chromadb directly, opened as the course's LangChain store."""
     client = retrieval.chroma_client(folder)
+    model_name = retrieval.embedding_model_name(profile.embedding_model)
     collection = client.get_or_create_collection(retrieval.COLLECTION_NAME, embedding_function=None,
-                                                 configuration=retrieval.COLLECTION_CONFIGURATION)
+                                                 configuration=retrieval.COLLECTION_CONFIGURATION,
+                                                 metadata={retrieval.EMBEDDING_MODEL_KEY: model_name})
     rng = np.random.default_rng(seed)
     batch = min(5_000, client.get_max_batch_size())
     for start in range(0, SYNTHETIC_DOCUMENTS, batch):
@@ -122,8 +123,8 @@ def main() -> dict:
     queries = [record["product"] for record in query_records]
     query_vectors = retrieval.load_embeddings(profile.embedding_model).embed_documents(queries)
     with tempfile.TemporaryDirectory() as folder:
-        store = retrieval.open_store(profile, persist_directory=Path(folder))
-        retrieval.index_documents(store, documents, profile.index_batch_size, progress=False)
+        store, record_manager = retrieval.open_index(profile, Path(folder) / "chroma")
+        retrieval.index_documents(store, record_manager, documents, profile.index_batch_size, progress=False)
         results["latency_sample"] = measure_latency(store, queries, query_vectors)
 
     minutes = extrapolated_embedding_minutes(profile, documents)
@@ -139,7 +140,8 @@ def main() -> dict:
                          for index in range(SYNTHETIC_DOCUMENTS)]
             started = time.perf_counter()
             store = retrieval.open_store(profile, persist_directory=Path(folder))
-            retrieval.index_documents(store, synthetic, profile.index_batch_size)
+            retrieval.index_documents(store, retrieval.open_record_manager(profile, Path(folder)), synthetic,
+                                      profile.index_batch_size)
             results["latency_100k"]["vectors"] = "MiniLM embeddings of synthetic variants of the sample's documents"
         results["latency_100k"]["build_s"] = round(time.perf_counter() - started, 1)
         results["latency_100k"].update(measure_latency(store, queries, query_vectors))

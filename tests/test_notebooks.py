@@ -66,3 +66,29 @@ def test_readme_quotes_the_committed_comparison():
     metrics = ["ROUGE-L", "cosine", "fact score", "repetition"]
     expected = {(row["set"], row["system"]): [round(row[m], 3) for m in metrics] for _, row in computed.iterrows()}
     assert quoted == expected
+
+
+def output_text(output: dict) -> str:
+    if "text" in output:
+        return "".join(output["text"])
+    return "".join("".join(value) for key, value in output.get("data", {}).items() if key.startswith("text/"))
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda path: path.name)
+def test_no_output_names_a_path_of_the_machine_that_ran_it(notebook):
+    # A clone elsewhere would print another path, and nbval (which compares stderr too) would fail there.
+    root = str(paths().root)
+    for cell in code_cells(notebook):
+        for output in cell["outputs"]:
+            text = output_text(output)
+            assert root not in text and "site-packages" not in text, f"{notebook.name}: {text[:300]!r}"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda path: path.name)
+def test_checked_cells_write_nothing_to_stderr(notebook):
+    # A warning in a checked cell is either a problem to fix or a named, known-noisy message for helpers.quiet.
+    for cell in code_cells(notebook):
+        if "".join(cell["source"]).lstrip().startswith("# NBVAL_IGNORE_OUTPUT"):
+            continue
+        stderr = [output_text(output) for output in cell["outputs"] if output.get("name") == "stderr"]
+        assert not stderr, f"{notebook.name}: {stderr}"

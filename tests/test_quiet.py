@@ -47,3 +47,20 @@ def test_output_held_back_is_written_even_when_the_block_raises(capsys):
         print("written before the error")
         raise RuntimeError("load failed")
     assert capsys.readouterr().out == "written before the error\n"
+
+
+def test_notebooks_ignore_only_the_named_warnings():
+    probe = (
+        "import sys, types, warnings; sys.modules['ipykernel'] = types.ModuleType('ipykernel'); import helpers\n"
+        "warnings.warn('IProgress not found. Please update jupyter and ipywidgets.')\n"
+        "warnings.warn('an unnamed warning stays visible')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert "IProgress" not in result.stderr
+    assert "an unnamed warning stays visible" in result.stderr
+
+
+def test_scripts_see_the_named_warnings_too():
+    probe = "import warnings, helpers; warnings.warn('IProgress not found. Please update jupyter and ipywidgets.')"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert "IProgress not found" in result.stderr

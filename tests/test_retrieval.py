@@ -385,3 +385,12 @@ def test_a_changed_description_stand_in_changes_one_document(records):
     assert [a.page_content == b.page_content for a, b in zip(documents, changed)] == [True] * 3 + [False] + [True] * 2
     with pytest.raises(KeyError):
         retrieval.with_changed_description(documents, "No Such Product")
+
+
+def test_the_indexing_bar_moves_once_per_finished_batch(profile, records, tmp_path, capsys):
+    # The same lines on every run: nbval compares them, and a bar drawn by elapsed time would not be.
+    store, record_manager = retrieval.open_index(profile, tmp_path / "chroma")
+    retrieval.index_documents(store, record_manager, retrieval.product_documents(records), batch_size=4)
+    counts = [line.split("|")[2].split()[0] for line in capsys.readouterr().out.replace("\r", "\n").splitlines()
+              if line.startswith("indexing")]
+    assert counts == ["0/6", "4/6", "6/6"]

@@ -10,6 +10,7 @@ import importlib
 import os
 
 from helpers import config as _config
+from helpers import quiet as _quiet
 
 # Set before any library is imported: no telemetry, no library progress bars (the course shows its own), no
 # tokenizer threads fighting the 2 training cores. Warnings are NOT muted here: a notebook silences only named,
@@ -24,6 +25,7 @@ for _name, _value in {
     **_config.CPU_NUMERICS,
 }.items():
     os.environ.setdefault(_name, _value)
+_quiet.silence_named_warnings_in_notebooks()
 # Offline exactly when the active profile's models are local: the gpu profile downloads its model.
 if _config.profile_models_are_local():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -24,9 +24,11 @@ import pandas as pd
 import psutil
 import torch
 import trl
-from transformers import PrinterCallback, ProgressCallback, TrainerCallback
+from transformers import TrainerCallback
 
 MEMORY_SAMPLING_SECONDS = 0.05
+# The Trainer's own bars (text, and an HTML table in Jupyter) and its per-step log dict; the course's bar replaces them.
+LIBRARY_PROGRESS_CALLBACKS = ("ProgressCallback", "NotebookProgressCallback", "PrinterCallback")
 
 
 # --- Training records ------------------------------------------------------------------------------------------
@@ -170,14 +172,14 @@ class StepProgress(TrainerCallback):
         self.bar = progress(total=state.max_steps, desc="training", unit="step", file=self.stream,
                             bar_format="{l_bar}{bar:30}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
 
-    def on_step_end(self, args, state, control, **kwargs):
-        self.bar.update(1)
-
     def on_log(self, args, state, control, logs=None, **kwargs):
+        # The loss of a step is logged after its on_step_end: moving the bar here shows each step with its own loss.
         if logs and "loss" in logs:
             self.bar.set_postfix(loss=f"{float(logs['loss']):.3f}", refresh=False)
+            self.bar.update(state.global_step - self.bar.n)
 
     def on_train_end(self, args, state, control, **kwargs):
+        self.bar.update(state.global_step - self.bar.n)
         self.bar.close()
 
 
@@ -263,8 +265,9 @@ def train_with_stats(trainer: trl.SFTTrainer) -> TrainingStats:
         torch.cuda.reset_peak_memory_stats()
     # The course's bar replaces the Trainer's own bar and the log dict it prints per step (only these: warnings
     # and everything else the libraries print stay visible).
-    for library_progress in (ProgressCallback, PrinterCallback):
-        trainer.remove_callback(library_progress)
+    for callback in list(trainer.callback_handler.callbacks):
+        if type(callback).__name__ in LIBRARY_PROGRESS_CALLBACKS:
+            trainer.remove_callback(callback)
     trainer.add_callback(StepProgress(sys.stdout))
     with PeakMemorySampler() as memory, TokenCounter(trainer) as counted:
         start = time.perf_counter()

@@ -25,9 +25,9 @@ PRINTED_NOISE = {
 }
 # Logged or warned by libraries while the course runs in a notebook.
 NOTEBOOK_NOISE = {
-    # The GGUF-converted SmolLM2 tokenizer asks for a clean-up that transformers (rightly) skips for BPE.
-    "transformers: clean_up_tokenization_spaces on a BPE tokenizer":
-        re.compile(r"Ignoring clean_up_tokenization_spaces=True for BPE tokenizer"),
+    # tqdm.auto (imported by datasets) looks for Jupyter widgets; the course's bars are text bars on purpose, and
+    # the warning carries the install path, which differs between clones.
+    "tqdm: IProgress not found (ipywidgets is not installed)": re.compile(r"IProgress not found"),
 }
 
 
@@ -61,15 +61,21 @@ def in_notebook() -> bool:
     return "ipykernel" in sys.modules
 
 
+def silence_named_warnings_in_notebooks() -> None:
+    """In a Jupyter kernel only: ignore the warnings named in NOTEBOOK_NOISE (``import helpers`` calls this)."""
+    if in_notebook():
+        for pattern in NOTEBOOK_NOISE.values():
+            warnings.filterwarnings("ignore", message=f".*{pattern.pattern}")
+
+
 def silence_known_noise_in_notebooks() -> None:
-    """In a Jupyter kernel only: drop NOTEBOOK_NOISE from transformers' log handlers and from warnings.
+    """In a Jupyter kernel only: drop NOTEBOOK_NOISE from warnings and from transformers' log handlers.
 
     Call after transformers is imported (helpers.models does, once Unsloth has patched it). Idempotent.
     """
     if not in_notebook():
         return
-    for pattern in NOTEBOOK_NOISE.values():
-        warnings.filterwarnings("ignore", message=f".*{pattern.pattern}")
+    silence_named_warnings_in_notebooks()
     import transformers.utils.logging as transformers_logging
 
     for handler in transformers_logging._get_library_root_logger().handlers:

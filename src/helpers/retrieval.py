@@ -203,14 +203,22 @@ def index_documents(store, record_manager, documents: Sequence[Document], batch_
     from langchain_core.indexing import index
 
     ordered = sorted(documents, key=lambda document: len(document.page_content))
-    source = progress_bar(ordered, desc="indexing", unit="doc", disable=not progress)
-    result = index(source, record_manager, store, cleanup="full", source_id_key="uid", batch_size=batch_size,
-                   key_encoder="sha256")
-    if progress:
-        source.close()
+    # One bar step per batch that index() has finished, drawn every time: the same lines on every run.
+    bar = progress_bar(total=len(ordered), desc="indexing", unit="doc", disable=not progress, mininterval=0)
+    result = index(counted_batches(ordered, batch_size, bar), record_manager, store, cleanup="full",
+                   source_id_key="uid", batch_size=batch_size, key_encoder="sha256")
+    bar.close()
     changed = result["num_updated"]  # re-indexed under the same key (forced updates only); counted as added
     return IndexReport(added=result["num_added"] + changed, unchanged=result["num_skipped"],
                        removed=result["num_deleted"], total=document_count(store))
+
+
+def counted_batches(documents: Sequence[Document], batch_size: int, bar) -> Iterator[Document]:
+    """The documents, moving ``bar`` on by a batch when index() comes back for the next one (or the end)."""
+    for start in range(0, len(documents), batch_size):
+        batch = documents[start : start + batch_size]
+        yield from batch
+        bar.update(len(batch))
 
 
 def ensure_index(profile: Profile, progress: bool = True):
@@ -223,8 +231,10 @@ def ensure_index(profile: Profile, progress: bool = True):
 
     train, _ = load_processed(profile)
     store, record_manager = open_index(profile)
+    # A bar only when there is embedding to wait for; checking a complete index takes a second.
+    missing = document_count(store) < len(train)
     report = index_documents(store, record_manager, product_documents(train), profile.index_batch_size,
-                             progress=progress)
+                             progress=progress and missing)
     if report.added or report.removed:
         print(report)
     return store
