@@ -150,7 +150,7 @@ def main() -> int:
     if differing:
         print(f"WARNING: the backends trained with different SFTConfig values, so the comparison is not like for "
               f"like: {differing}")
-    return 0
+    return 1 if any("error" in result for result in results) else 0
 
 
 if __name__ == "__main__":

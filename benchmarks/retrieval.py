@@ -110,6 +110,8 @@ def synthetic_store(profile, folder: Path, dimension: int, seed: int):
 
 
 def main() -> dict:
+    # Scratch collections in temporary folders only: never write benchmark vectors into a shared Chroma server.
+    os.environ.pop(retrieval.CHROMA_SERVER_ENV_VAR, None)
     profile = helpers.config.active_profile()
     from helpers.data import load_processed
 
@@ -132,16 +134,15 @@ def main() -> dict:
     with tempfile.TemporaryDirectory() as folder:
         if minutes > MAX_EMBEDDING_MINUTES:
             started = time.perf_counter()
-            store = synthetic_store(profile, Path(folder), dimension=len(query_vectors[0]), seed=profile.seed)
+            store = synthetic_store(profile, Path(folder) / "chroma", dimension=len(query_vectors[0]), seed=profile.seed)
             results["latency_100k"]["vectors"] = "random unit vectors (embedding 100k texts would take too long)"
         else:
             synthetic = [Document(id=f"synthetic-{index}", metadata={"uid": f"synthetic-{index}", "title": ""},
                                   page_content=f"{documents[index % len(documents)].page_content} (variant {index})")
                          for index in range(SYNTHETIC_DOCUMENTS)]
             started = time.perf_counter()
-            store = retrieval.open_store(profile, persist_directory=Path(folder))
-            retrieval.index_documents(store, retrieval.open_record_manager(profile, Path(folder)), synthetic,
-                                      profile.index_batch_size)
+            store, record_manager = retrieval.open_index(profile, Path(folder) / "chroma")
+            retrieval.index_documents(store, record_manager, synthetic, profile.index_batch_size)
             results["latency_100k"]["vectors"] = "MiniLM embeddings of synthetic variants of the sample's documents"
         results["latency_100k"]["build_s"] = round(time.perf_counter() - started, 1)
         results["latency_100k"].update(measure_latency(store, queries, query_vectors))

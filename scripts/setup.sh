@@ -75,7 +75,7 @@ if [ ! -x "$python_bin" ]; then
     "$PYTHON" -m venv "$env_prefix"
 fi
 if ! "$python_bin" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
-    echo "error: $python_bin is $("$python_bin" --version 2>&1); the course needs Python 3.11." >&2
+    echo "error: $python_bin is $("$python_bin" --version 2>&1); the course needs Python 3.11 or newer (it is tested on 3.11)." >&2
     exit 1
 fi
 echo "   $("$python_bin" --version 2>&1) at $python_bin"
@@ -87,7 +87,9 @@ pip_install() {
 }
 
 stamp="$env_prefix/.setup-stamp"
-wanted=$(cat requirements.txt requirements-nodeps.txt constraints.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+# The repository's path is part of the stamp: a second clone set up into the same environment must install its own
+# editable helpers, or it would run the first clone's code.
+wanted=$( (pwd; cat requirements.txt requirements-nodeps.txt constraints.txt pyproject.toml) | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
     echo "== installing pinned dependencies (a few minutes the first time)"
     # The installer first, at the versions constraints.txt pins (not "the newest"), so a set-up next year

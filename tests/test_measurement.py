@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -98,10 +99,12 @@ def test_tokens_are_the_real_tokens_of_every_batch_the_model_saw(tmp_path):
     trainer = Trainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                       data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
 
+    started = time.perf_counter()
     stats = train_with_stats(trainer)
+    outer_seconds = time.perf_counter() - started
 
     assert stats.steps == 2 and stats.samples == 4
     assert stats.tokens == sum(lengths)
-    assert stats.tokens_per_second > 0
-    assert stats.tokens_per_second == pytest.approx(stats.tokens / stats.wall_seconds, rel=0.01)
+    # A real rate: at least the tokens over the whole call's time, never a defaulted 0.
+    assert stats.tokens_per_second >= round(stats.tokens / outer_seconds, 1) > 0
     assert "training_step" not in vars(trainer)  # the counter unwrapped itself

@@ -394,3 +394,13 @@ def test_the_indexing_bar_moves_once_per_finished_batch(profile, records, tmp_pa
     counts = [line.split("|")[2].split()[0] for line in capsys.readouterr().out.replace("\r", "\n").splitlines()
               if line.startswith("indexing")]
     assert counts == ["0/6", "4/6", "6/6"]
+
+
+def test_vectors_lost_behind_the_records_back_are_indexed_again(profile, records, tmp_path):
+    # The Chroma folder deleted by hand (or a server reset) while the record manager still lists every hash.
+    store, record_manager = retrieval.open_index(profile, tmp_path / "chroma")
+    documents = retrieval.product_documents(records)
+    retrieval.index_documents(store, record_manager, documents, batch_size=4, progress=False)
+    store.reset_collection()
+    report = retrieval.index_documents(store, record_manager, documents, batch_size=4, progress=False)
+    assert (report.added, report.total) == (len(records), len(records))

@@ -2,7 +2,8 @@
 
 config → data → prompts → models → training → retrieval → evaluation
 
-``import helpers`` is cheap; stages import on first use (``helpers.data``, ``helpers.models`` ...).
+``import helpers`` sets the environment the libraries read on import (and asks torch about CUDA); stages import on
+first use (``helpers.data``, ``helpers.models`` ...).
 """
 from __future__ import annotations
 
@@ -26,9 +27,14 @@ for _name, _value in {
 }.items():
     os.environ.setdefault(_name, _value)
 _quiet.silence_named_warnings_in_notebooks()
-# Offline exactly when the active profile's models are local: the gpu profile downloads its model.
-if _config.profile_models_are_local():
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Offline exactly when the active profile's models are local: the gpu profile downloads its model. Without
+# COURSE_PROFILE this asks torch whether CUDA is there (about a second). An unknown COURSE_PROFILE is reported by
+# active_profile(), where a notebook or script asks for its profile, not by every import.
+try:
+    if _config.profile_models_are_local():
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+except ValueError:
+    pass
 
 STAGES = ("config", "assets", "synthetic", "data", "prompts", "models", "measurement", "training", "retrieval", "evaluation",
           "quiet")

@@ -158,10 +158,24 @@ def stream_text(model, tokenizer, prompt: str, profile: Profile, max_new_tokens:
     encoded = tokenizer([prompt], return_tensors="pt").to(model.device)
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     arguments = generation_arguments(tokenizer, profile, max_new_tokens, temperature=None)
-    worker = Thread(target=torch.inference_mode()(model.generate), kwargs={**encoded, **arguments, "streamer": streamer})
+    failures: list[BaseException] = []
+
+    @torch.inference_mode()
+    def run() -> None:
+        try:
+            model.generate(**encoded, **arguments, streamer=streamer)
+        except BaseException as error:  # handed to the caller below, instead of leaving it waiting forever
+            failures.append(error)
+            streamer.end()
+
+    worker = Thread(target=run, daemon=True)
     worker.start()
-    yield from (text for text in streamer if text)
-    worker.join()
+    try:
+        yield from (text for text in streamer if text)
+    finally:
+        worker.join()
+    if failures:
+        raise failures[0]
 
 
 def stream_answers(model, tokenizer, products: list[str], profile: Profile) -> list[str]:

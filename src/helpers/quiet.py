@@ -35,21 +35,40 @@ def is_known_noise(line: str, patterns: dict[str, re.Pattern]) -> bool:
     return any(pattern.search(line) for pattern in patterns.values())
 
 
+class NamedLineFilter(io.TextIOBase):
+    """A text stream that passes every complete line on to ``target`` at once, except PRINTED_NOISE lines."""
+
+    def __init__(self, target) -> None:
+        self.target, self.partial = target, ""
+
+    def write(self, text: str) -> int:
+        *lines, self.partial = (self.partial + text).split("\n")
+        for line in lines:
+            if not is_known_noise(line, PRINTED_NOISE):
+                self.target.write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+    def finish(self) -> None:
+        """Write what is left of an unfinished last line."""
+        if self.partial and not is_known_noise(self.partial, PRINTED_NOISE):
+            self.target.write(self.partial)
+        self.partial = ""
+
+
 @contextlib.contextmanager
 def without_printed_noise() -> Iterator[None]:
-    """Run a block (an Unsloth import or load) and pass on everything it printed except PRINTED_NOISE lines.
-
-    The output is held until the block ends, then written, even when the block raises.
-    """
-    captured_out, captured_err = io.StringIO(), io.StringIO()
+    """Run a block (an Unsloth import or load) and pass on, line by line as it comes, everything it prints except
+    the PRINTED_NOISE lines. Nothing is held back: a crash or a long download shows what was printed before it."""
+    out, err = NamedLineFilter(sys.stdout), NamedLineFilter(sys.stderr)
     try:
-        with contextlib.redirect_stdout(captured_out), contextlib.redirect_stderr(captured_err):
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             yield
     finally:
-        for captured, stream in ((captured_out, sys.stdout), (captured_err, sys.stderr)):
-            kept = [line for line in captured.getvalue().splitlines(keepends=True)
-                    if not is_known_noise(line, PRINTED_NOISE)]
-            stream.write("".join(kept))
+        out.finish()
+        err.finish()
 
 
 class NamedNoiseFilter(logging.Filter):

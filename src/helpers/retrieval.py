@@ -1,8 +1,9 @@
 """Embeddings, the Chroma store, the retriever and the RAG chain.
 
-Every training product becomes one document ``Product: {title} - Description: {description}`` whose Chroma id is
-the product's uid, so indexing twice adds nothing twice (the reference gave each document a random UUID and
-duplicated its index on every run). The store is embedded (a folder under outputs/) unless ``$CHROMA_SERVER_URL``
+Every training product becomes one document ``Product: {title} - Description: {description}`` with the product's
+uid in its metadata. LangChain's indexing API keys each vector by a hash of its content and keeps a record manager of
+those keys, so indexing twice adds nothing twice (the reference gave each document a random UUID and duplicated its
+index on every run), and a changed description replaces its old vector. The store is embedded (a folder under outputs/) unless ``$CHROMA_SERVER_URL``
 names a Chroma server, in which case the same code talks to it through ``chromadb.HttpClient``.
 """
 from __future__ import annotations
@@ -135,8 +136,9 @@ def check_embedding_model(store, model_name: str) -> None:
         return
     raise IndexMismatchError(
         f"The Chroma collection {store._collection.name!r} holds {document_count(store):,} vectors of "
-        f"{recorded or 'an unrecorded embedding model'}, but this profile embeds with {model_name}. Delete the index "
-        "(`make clean-outputs`, or helpers.retrieval.reset_index) and index again, or use another collection."
+        f"{recorded or 'an unrecorded embedding model'}, but this profile embeds with {model_name}. Empty it "
+        "(helpers.retrieval.reset_index, or `make clean-outputs` for the embedded store) and index again, or use "
+        "another collection."
     )
 
 
@@ -202,15 +204,30 @@ def index_documents(store, record_manager, documents: Sequence[Document], batch_
     """
     from langchain_core.indexing import index
 
+    forget_records_of_lost_vectors(store, record_manager)
     ordered = sorted(documents, key=lambda document: len(document.page_content))
     # One bar step per batch that index() has finished, drawn every time: the same lines on every run.
     bar = progress_bar(total=len(ordered), desc="indexing", unit="doc", disable=not progress, mininterval=0)
-    result = index(counted_batches(ordered, batch_size, bar), record_manager, store, cleanup="full",
-                   source_id_key="uid", batch_size=batch_size, key_encoder="sha256")
-    bar.close()
+    try:
+        result = index(counted_batches(ordered, batch_size, bar), record_manager, store, cleanup="full",
+                       source_id_key="uid", batch_size=batch_size, key_encoder="sha256")
+    finally:
+        bar.close()
+    expected = len({document.page_content for document in documents})
+    if document_count(store) != expected:
+        raise RuntimeError(f"After indexing, the collection holds {document_count(store):,} vectors for {expected:,} "
+                           "distinct documents: another process changed it. Reset the index and run again.")
     changed = result["num_updated"]  # re-indexed under the same key (forced updates only); counted as added
     return IndexReport(added=result["num_added"] + changed, unchanged=result["num_skipped"],
                        removed=result["num_deleted"], total=document_count(store))
+
+
+def forget_records_of_lost_vectors(store, record_manager) -> None:
+    """Start the records afresh when the collection lost vectors they list (its folder deleted, a server reset):
+    index() skips every document whose hash is recorded, so the lost ones would never come back."""
+    recorded = record_manager.list_keys()
+    if len(recorded) > document_count(store):
+        record_manager.delete_keys(recorded)
 
 
 def counted_batches(documents: Sequence[Document], batch_size: int, bar) -> Iterator[Document]:
@@ -387,11 +404,17 @@ class CourseModel(BaseLLM):
                 **kwargs: Any) -> Iterator[GenerationChunk]:
         from helpers.models import stream_text
 
+        written = ""
         for text in stream_text(self.model, self.tokenizer, prompt, self.profile):
-            chunk = GenerationChunk(text=text)
-            if run_manager is not None:
-                run_manager.on_llm_new_token(text, chunk=chunk)
-            yield chunk
+            piece = cut_at_stop(written + text, stop)[len(written):]
+            written += piece
+            if piece:
+                chunk = GenerationChunk(text=piece)
+                if run_manager is not None:
+                    run_manager.on_llm_new_token(piece, chunk=chunk)
+                yield chunk
+            if len(piece) < len(text):  # a stop sequence was reached
+                return
 
 
 def cut_at_stop(text: str, stop: list[str] | None) -> str:

@@ -210,7 +210,12 @@ def replace_folder(new: Path, target: Path) -> None:
     retired = target.with_name(f".{target.name}.retired-{os.getpid()}")
     if target.exists():
         target.replace(retired)
-    new.replace(target)
+    try:
+        new.replace(target)
+    except OSError:
+        if retired.exists():
+            retired.replace(target)  # the previous adapter goes back where it was
+        raise
     shutil.rmtree(retired, ignore_errors=True)
 
 
