@@ -117,3 +117,17 @@ def test_cpu_numerics_are_pinned_before_torch_is_imported():
     # helpers was imported (conftest) before torch: Unsloth's float32 path and the AVX2 kernels on every CPU.
     for name, value in config.CPU_NUMERICS.items():
         assert os.environ[name] == value
+
+
+def test_an_unknown_profile_name_does_not_break_importing_the_stages():
+    # Reported by active_profile(), where a notebook or script asks for its profile; `python -m helpers.data` and the
+    # set-up (helpers.assets) still run.
+    import os
+    import subprocess
+    import sys
+
+    environment = {**os.environ, config.PROFILE_ENV_VAR: "tpu"}
+    probe = "import helpers.data, helpers.assets; from helpers import config; config.active_profile()"
+    result = subprocess.run([sys.executable, "-c", probe], env=environment, capture_output=True, text=True)
+    assert result.returncode != 0 and "COURSE_PROFILE='tpu'" in result.stderr
+    assert "helpers/__init__.py" not in result.stderr, "the import itself failed"

@@ -86,11 +86,23 @@ def test_no_output_names_a_path_of_the_machine_that_ran_it(notebook):
             assert root not in text and "site-packages" not in text, f"{notebook.name}: {text[:300]!r}"
 
 
+# Warnings a checked cell shows on purpose, each explained in its notebook's markdown.
+EXPLAINED_WARNINGS = {
+    # Training texts longer than max_seq_length are cut by SFTConfig(max_length=...); notebook 03 says so.
+    "03_fine_tuning.ipynb": ("Token indices sequence length is longer than the specified maximum sequence length",),
+}
+
+
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda path: path.name)
-def test_checked_cells_write_nothing_to_stderr(notebook):
-    # A warning in a checked cell is either a problem to fix or a named, known-noisy message for helpers.quiet.
+def test_checked_cells_write_nothing_unexplained_to_stderr(notebook):
+    # A warning in a checked cell is a problem to fix, a named known-noisy message for helpers.quiet, or a real
+    # condition the notebook explains (EXPLAINED_WARNINGS).
+    explained = EXPLAINED_WARNINGS.get(notebook.name, ())
     for cell in code_cells(notebook):
         if "".join(cell["source"]).lstrip().startswith("# NBVAL_IGNORE_OUTPUT"):
             continue
-        stderr = [output_text(output) for output in cell["outputs"] if output.get("name") == "stderr"]
-        assert not stderr, f"{notebook.name}: {stderr}"
+        for output in cell["outputs"]:
+            if output.get("name") == "stderr":
+                lines = [line for line in output_text(output).splitlines() if line.strip()]
+                unexplained = [line for line in lines if not any(message in line for message in explained)]
+                assert not unexplained, f"{notebook.name}: {unexplained}"
