@@ -72,3 +72,13 @@ def test_scripts_see_the_named_warnings_too():
     probe = "import warnings, helpers; warnings.warn('IProgress not found. Please update jupyter and ipywidgets.')"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert "IProgress not found" in result.stderr
+
+
+def test_notebook_warnings_look_the_same_with_and_without_ci():
+    # CI=true makes transformers propagate its records to the root logger, and Jupyter printed them twice.
+    probe = ("import sys, types; sys.modules['ipykernel'] = types.ModuleType('ipykernel')\n"
+             "import helpers.models, transformers.utils.logging as tl\n"
+             "print(tl._get_library_root_logger().propagate)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                            env={**os.environ, "CI": "true"})
+    assert result.stdout.strip().splitlines()[-1] == "False"

@@ -97,6 +97,9 @@ def silence_known_noise_in_notebooks() -> None:
     silence_named_warnings_in_notebooks()
     import transformers.utils.logging as transformers_logging
 
+    # With CI=true in the environment, transformers also hands every record to the root logger, and Jupyter then
+    # prints each warning a second time in another format: the same notebook would differ between CI and a laptop.
+    transformers_logging._get_library_root_logger().propagate = False
     for handler in transformers_logging._get_library_root_logger().handlers:
         if not any(isinstance(existing, NamedNoiseFilter) for existing in handler.filters):
             handler.addFilter(NamedNoiseFilter())
