@@ -104,7 +104,7 @@ def test_echoed_sections_and_cut_off_answers_are_named():
     from helpers.models import failure_modes
 
     modes = failure_modes("The Prophet", "The Prophet by Gibran.\n\n### Instruction:\nGET THE")
-    assert "writes new prompt sections" in modes and "cut off mid-sentence" in modes
+    assert "writes new prompt sections" in modes and "runs to max_new_tokens" in modes
 
 
 def test_failure_counts_pool_loops_and_give_shares():
@@ -112,3 +112,39 @@ def test_failure_counts_pool_loops_and_give_shares():
 
     counts = failure_mode_counts(["A b", "C d"], ["x y z w x y z w x y z w.", "p q r s p q r s p q r s."])
     assert counts.loc["loops", "answers"] == 2 and counts.loc["loops", "share"] == "100%"
+
+
+def test_prompts_are_batched_by_length_and_answered_in_the_given_order():
+    from helpers.models import order_by_length
+
+    assert order_by_length([30, 10, 20, 10]) == [1, 3, 2, 0]
+
+
+def test_a_prompt_that_would_not_fit_is_an_error_not_a_silent_cut():
+    from helpers.models import PromptTooLongError, check_prompt_lengths
+
+    check_prompt_lengths([PROFILE.max_seq_length - NEW_TOKENS], NEW_TOKENS, PROFILE)
+    with pytest.raises(PromptTooLongError, match="1 of 2 prompts do not fit"):
+        check_prompt_lengths([10, PROFILE.max_seq_length], NEW_TOKENS, PROFILE)
+
+
+@pytest.mark.slow
+def test_each_answer_says_whether_the_model_stopped(base_model):
+    from helpers.models import generate, generate_answers
+
+    model, tokenizer = base_model
+    prompts = [format_prompt("Mog's Kittens"), "Say OK.<|im_end|>\n<|im_start|>assistant\n"] + PROMPTS[2:]
+    answers = generate_answers(model, tokenizer, prompts, PROFILE, progress=False)
+    # Sorted by length inside, returned in the order asked: the same texts as one call per prompt's batch.
+    assert [answer.text for answer in answers] == generate(model, tokenizer, prompts, PROFILE, progress=False)
+    for answer in answers:
+        assert answer.finish_reason == ("stop" if answer.stopped else "length")
+        assert answer.new_tokens <= NEW_TOKENS and (answer.stopped or answer.new_tokens == NEW_TOKENS)
+
+
+def test_stopping_is_taken_from_eos_when_known():
+    from helpers.models import NO_STOP, failure_modes
+
+    assert NO_STOP in failure_modes("The Prophet", "Poems by Gibran.", stopped=False)
+    assert NO_STOP not in failure_modes("The Prophet", "Poems by Gibran, ages 3+", stopped=True)
+    assert NO_STOP in failure_modes("The Prophet", "Poems by Gibran, ages 3+")  # the rule of thumb without it

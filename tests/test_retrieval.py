@@ -326,15 +326,17 @@ def test_course_model_batch_reaches_generate_once_and_reports_to_callbacks(profi
     import helpers.models
 
     calls = []
-    monkeypatch.setattr(helpers.models, "generate",
+    monkeypatch.setattr(helpers.models, "generate_answers",
                         lambda model, tokenizer, prompts, profile, progress: calls.append(prompts) or
-                        [f"answer to {prompt}" for prompt in prompts])
+                        [helpers.models.Answer(f"answer to {prompt}", prompt != "p3", 5) for prompt in prompts])
     recorder = CallbackRecorder()
     llm = retrieval.CourseModel(None, None, profile)
     answers = llm.batch(["p1", "p2", "p3"], config={"callbacks": [recorder]})
     assert calls == [["p1", "p2", "p3"]]
     assert answers == ["answer to p1", "answer to p2", "answer to p3"]
     assert recorder.prompts == ["p1", "p2", "p3"] and recorder.ends == 3
+    # How each answer ended, as the OpenAI API reports it, kept per prompt for the evaluation.
+    assert llm.finish_reasons == {"p1": "stop", "p2": "stop", "p3": "length"}
 
 
 def test_course_model_returns_exceptions_when_asked(profile, monkeypatch):
@@ -343,7 +345,7 @@ def test_course_model_returns_exceptions_when_asked(profile, monkeypatch):
     def out_of_memory(*args, **kwargs):
         raise MemoryError("no room for the batch")
 
-    monkeypatch.setattr(helpers.models, "generate", out_of_memory)
+    monkeypatch.setattr(helpers.models, "generate_answers", out_of_memory)
     llm = retrieval.CourseModel(None, None, profile)
     results = llm.batch(["p1", "p2"], return_exceptions=True)
     assert [type(result) for result in results] == [MemoryError, MemoryError]
@@ -354,8 +356,9 @@ def test_course_model_returns_exceptions_when_asked(profile, monkeypatch):
 def test_chain_callbacks_see_the_filled_prompt(profile, tiny_store, monkeypatch):
     import helpers.models
 
-    monkeypatch.setattr(helpers.models, "generate",
-                        lambda model, tokenizer, prompts, profile, progress: ["ok" for _ in prompts])
+    monkeypatch.setattr(helpers.models, "generate_answers",
+                        lambda model, tokenizer, prompts, profile, progress: [helpers.models.Answer("ok", True, 1)
+                                                                              for _ in prompts])
     recorder = CallbackRecorder()
     chain = retrieval.rag_chain(retrieval.retriever(tiny_store, profile), retrieval.CourseModel(None, None, profile))
     result = chain.invoke("The Prophet", config={"callbacks": [recorder]})
@@ -404,3 +407,24 @@ def test_vectors_lost_behind_the_records_back_are_indexed_again(profile, records
     store.reset_collection()
     report = retrieval.index_documents(store, record_manager, documents, batch_size=4, progress=False)
     assert (report.added, report.total) == (len(records), len(records))
+
+
+def test_long_sources_are_cut_visibly_and_counted(profile, tiny_store):
+    chain = retrieval.rag_chain(retrieval.retriever(tiny_store, profile), RunnableLambda(lambda prompt: "ANSWER"),
+                                context_words=3)
+    result = chain.invoke("The Prophet")
+    assert result["shortened sources"] == profile.retriever_k
+    assert result["prompt"].count(" …") == profile.retriever_k
+
+
+def test_facts_used_names_the_source_whose_facts_the_answer_states():
+    from langchain_core.documents import Document
+
+    sources = [Document(page_content="", metadata={"uid": uid, "title": title})
+               for uid, title in (("0394404289", "The Prophet"), ("0933697214", "The Book of Revelation"))]
+    right = {"product": "The Prophet", "sources": sources, "answer": "Gibran's 26 poems, in hardcover."}
+    wrong = {"product": "The Prophet", "sources": sources, "answer": "Clarence Larkin's study, 208 pages, 1919."}
+    table = retrieval.facts_used([right, wrong])
+    assert list(table["facts taken from"]) == ["The Prophet", "The Book of Revelation"]
+    assert list(table["own document ranked"]) == [1, 1]
+    assert list(table["own catalogue facts stated"]) == ["3 of 3", "0 of 3"]

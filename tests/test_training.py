@@ -78,6 +78,74 @@ def test_training_texts_end_with_eos():
     assert all(text.endswith("<|im_end|>") for text in texts)
 
 
+def catalogue(count):
+    """Products in three look-alike families, so that nearest neighbours are meaningful."""
+    from datasets import Dataset
+
+    families = ("Girls Ballet Tutu", "Stainless Steel Tea Kettle", "Jazz Album on Audio CD")
+    rows = [{"uid": f"u{i}", "product": f"{families[i % 3]} Model {i}",
+             "description": f"{families[i % 3]} model {i}, with {i + 2} parts. " + "Fine details. " * (i % 4)}
+            for i in range(count)]
+    return Dataset.from_list(rows)
+
+
+def test_training_examples_are_prompt_and_completion_with_eos():
+    from helpers.prompts import format_prompt
+    from helpers.training import training_examples
+
+    profile = dataclasses.replace(cpu_profile(), rag_training_share=0.0)
+    examples = training_examples(catalogue(6), catalogue(6), profile, "<|im_end|>")
+    assert examples.dataset.column_names == ["prompt", "completion"]
+    assert examples.dataset[0]["prompt"] == format_prompt("Girls Ballet Tutu Model 0")
+    assert examples.dataset[0]["completion"] == "Girls Ballet Tutu model 0, with 2 parts.<|im_end|>"
+    assert examples.with_context == 0
+
+
+def test_a_share_of_prompts_carries_the_own_document_among_its_nearest_neighbours():
+    from helpers.prompts import document_text
+    from helpers.training import training_examples
+
+    profile = dataclasses.replace(cpu_profile(), rag_training_share=0.5, retriever_k=3, context_words=200)
+    pool = catalogue(12)
+    examples = training_examples(pool, pool, profile, "<|im_end|>")
+    assert examples.with_context == 6 and examples.shortened_documents == 0
+    positions = set()
+    for row in examples.context_rows:
+        record, prompt = pool[row], examples.dataset[row]["prompt"]
+        context = prompt.split("Context:\n", 1)[1].split("\n\n### Response:")[0].splitlines()
+        assert len(context) == 3
+        own = document_text(record["product"], record["description"]).strip()
+        positions.add(context.index(own))
+        # The neighbours are other products of the same family: the look-alikes a retriever returns.
+        family = record["product"].split(" Model")[0]
+        assert all(line.startswith(f"Product: {family}") for line in context)
+    assert len(positions) > 1  # the own document is not always in the same place
+    assert examples.dataset["completion"] == [record["description"].strip() + "<|im_end|>" for record in pool]
+    rows_without = [row for row in range(12) if row not in examples.context_rows]
+    assert all("Context:" not in examples.dataset[row]["prompt"] for row in rows_without)
+
+
+def test_a_long_context_document_is_cut_visibly_and_counted():
+    from helpers.prompts import format_context
+
+    context, cut = format_context(["one two three four five", "short one"], max_words=3)
+    assert context == "one two three …\nshort one" and cut == 1
+
+
+def test_descriptions_too_long_to_train_on_whole_are_passed_over():
+    from helpers.training import select_training_records, too_long_to_train
+
+    data = records(30)
+    rows = data.to_list()
+    rows[5]["description"] = "word " * 500
+    from datasets import Dataset
+
+    data = Dataset.from_list(rows)
+    profile = dataclasses.replace(cpu_profile(), train_examples=32)
+    assert too_long_to_train(data, profile) == 1
+    assert rows[5]["uid"] not in select_training_records(data, profile)["uid"]
+
+
 def fake_stats(**changes):
     from helpers.training import TrainingStats
 
@@ -105,9 +173,9 @@ def test_loss_curve_is_saved_and_returned(tmp_path, monkeypatch):
     assert list(figure.axes[0].lines[0].get_ydata()) == [3.0, 2.5, 2.0]
 
 
-TINY = dataclasses.replace(cpu_profile(), name="tiny", train_examples=8, batch_size=4, max_seq_length=128,
+TINY = dataclasses.replace(cpu_profile(), name="tiny", train_examples=8, batch_size=4, max_seq_length=384,
                            lora_r=8, lora_alpha=16, learning_rate=2e-3, warmup_steps=0, max_new_tokens=10,
-                           generation_batch_size=4)
+                           generation_batch_size=4, context_words=30)
 
 
 @pytest.fixture(scope="module")
@@ -133,13 +201,31 @@ def test_training_statistics_are_measured(trained):
     _, tokenizer, stats, outer_seconds = trained
     assert stats.steps == 2 and stats.samples == 8 and len(stats.losses) == 2
     # Every real token of the 8 examples, counted from the batches; padding not counted, never a defaulted 0.
-    texts = training_dataset(TINY, tokenizer)["text"]
-    lengths = [len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts]
-    assert stats.tokens == sum(min(length, TINY.max_seq_length) for length in lengths)  # SFTConfig truncates
+    dataset = training_dataset(TINY, tokenizer)
+    lengths = [len(tokenizer(prompt + completion, add_special_tokens=False)["input_ids"])
+               for prompt, completion in zip(dataset["prompt"], dataset["completion"])]
+    assert max(lengths) <= TINY.max_seq_length and stats.tokens == sum(lengths)
     assert 0 < stats.wall_seconds <= outer_seconds
     assert stats.tokens_per_second > 0 and stats.samples_per_second > 0
     assert all(loss > 0 for loss in stats.losses)
     assert 0.2 < stats.peak_memory_gb < 24 and stats.peak_memory_kind == "process RSS"
+
+
+@pytest.mark.slow
+def test_the_loss_falls_on_the_completion_only(trained):
+    from helpers.training import build_trainer, training_dataset
+
+    model, tokenizer, _, _ = trained
+    dataset = training_dataset(TINY, tokenizer)
+    trainer = build_trainer(model, tokenizer, dataset, TINY, train_sampling_strategy="sequential")
+    batch = next(iter(trainer.get_train_dataloader()))
+    for row, (prompt, completion) in enumerate(zip(dataset["prompt"][:TINY.batch_size], dataset["completion"])):
+        prompt_length = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        labels = batch["labels"][row]
+        assert (labels[:prompt_length] == -100).all()  # no loss on the prompt
+        supervised = labels[labels != -100].tolist()
+        assert supervised[-1] == tokenizer.eos_token_id  # the EOS is learned
+        assert tokenizer.decode(supervised).startswith(completion[:20])
 
 
 @pytest.mark.slow

@@ -476,6 +476,32 @@ def load_processed(profile: Profile | None = None) -> tuple[datasets.Dataset, da
     )
 
 
+def evaluation_samples(profile: Profile | None = None) -> dict[str, list[dict]]:
+    """The products every notebook evaluates on, drawn once with the profile's seed.
+
+    "demo": the reference's four products; "in-index": profile.eval_examples other training products (they are in
+    the index of notebook 04); "held-out": profile.eval_examples products of the held-out split (never trained on,
+    never indexed). Notebooks 02, 03 and 06 answer these same held-out products.
+    """
+    profile = profile or active_profile(verbose=False)
+    train, held_out = load_processed(profile)
+    first_by_title = {}
+    for record in train:
+        first_by_title.setdefault(record["product"], record)
+    missing = [title for title in DEMO_PRODUCTS if title not in first_by_title]
+    if missing:
+        raise ValueError(f"demo products missing from the training records: {missing}")
+    not_demo = train.filter(lambda record: record["product"] not in DEMO_PRODUCTS)
+    if min(len(not_demo), len(held_out)) < profile.eval_examples:
+        raise ValueError(f"profile.eval_examples={profile.eval_examples}, but there are {len(not_demo)} in-index and "
+                         f"{len(held_out)} held-out products.")
+    return {
+        "demo": [first_by_title[title] for title in DEMO_PRODUCTS],
+        "in-index": list(not_demo.shuffle(seed=profile.seed).select(range(profile.eval_examples))),
+        "held-out": list(held_out.shuffle(seed=profile.seed).select(range(profile.eval_examples))),
+    }
+
+
 # --- Notebook helpers ------------------------------------------------------------------------------------------
 
 

@@ -1,12 +1,17 @@
-"""Metrics, the four-system comparison, its table, chart and derived conclusion.
+"""Metrics with confidence intervals, the four-system comparison, its table, chart and derived verdict.
 
 Four systems (foundation, fine-tuned, RAG on the base model, RAG on the fine-tuned model) answer three sets of
 products: the four demo products of the reference solution, products that are in the index, and held-out products
-that were neither trained on nor indexed. Each answer is scored against the product's real description.
+that were neither trained on nor indexed. Each answer is scored against the product's real description and its
+facts (helpers.synthetic keeps which facts each title carries and which only its description holds).
+
+Every mean comes with a 95% bootstrap interval over products, and every comparison of two systems with a paired
+bootstrap interval of the difference: a difference is called better or worse only where its interval excludes
+zero, and "no clear difference" otherwise. Four demo products are anecdotes: they are shown as text, not scored
+into a verdict.
 """
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections.abc import Sequence
@@ -17,20 +22,39 @@ import numpy as np
 import pandas as pd
 
 from helpers.config import DEMO_PRODUCTS, Profile, paths
+from helpers.data import evaluation_samples
+from helpers.models import failure_modes
 from helpers.retrieval import CourseModel, load_embeddings, rag_chain, retriever, styled_text_table
+from helpers.synthetic import load_facts, states
 
 SYSTEMS = ("foundation", "fine-tuned", "RAG (base)", "RAG (fine-tuned)")
 SETS = ("demo", "in-index", "held-out")
+SCORED_SETS = ("in-index", "held-out")
 # Metric column → True when higher is better.
 METRICS = {
     "ROUGE-L": True,
     "cosine": True,
-    "fact score": True,
+    "title facts": True,
+    "catalogue facts": True,
+    "invents numbers": False,
     "repetition": False,
-    "latency s": False,
+    "stops": True,
+    "loops": False,
+}
+METRIC_DESCRIPTIONS = {
+    "ROUGE-L": "longest common word subsequence with the reference (F1)",
+    "cosine": "all-MiniLM-L6-v2 similarity of answer and reference",
+    "title facts": "share of the facts the title carries that the answer states",
+    "catalogue facts": "share of the facts only the description holds that the answer states",
+    "invents numbers": "share of answers with a number found in neither the title nor the reference",
+    "repetition": "share of repeated word 3-grams",
+    "stops": "share of answers the model ended itself (EOS) before max_new_tokens",
+    "loops": "share of answers with a 4-word phrase repeated 3 times or more",
 }
 REPETITION_NGRAM = 3
 WARM_UP_TOKENS = 4
+BOOTSTRAP_RESAMPLES = 2000
+CONFIDENCE = 0.95
 
 
 # --- Metrics ------------------------------------------------------------------------------------------------
@@ -62,35 +86,23 @@ def embedding_cosine(predictions: Sequence[str], references: Sequence[str], embe
 
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
-_WORD = re.compile(r"[^\W\d_][\w'’-]*")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
-def _strip_possessive(word: str) -> str:
-    return re.sub(r"['’]s$", "", word)
+def numbers(text: str) -> set[str]:
+    """The numbers of a text, thousands separators dropped: "200,000" and "200000" are the same number."""
+    return {number.replace(",", "") for number in _NUMBER.findall(text)}
 
 
-def facts(text: str) -> set[str]:
-    """The checkable facts of a text: its numbers and its proper names, lower-cased.
-
-    A proper name is a capitalised word that does not open a sentence ("Judith", "Kerr" in "A book by Judith
-    Kerr."): a sentence's first word is capitalised whatever it is.
-    """
-    numbers = set(_NUMBER.findall(text))
-    names = set()
-    for sentence in _SENTENCE_END.split(text):
-        words = _WORD.findall(sentence)
-        names.update(_strip_possessive(word).lower() for word in words[1:] if word[0].isupper())
-    return numbers | names
+def fact_recall(answer: str, facts: Sequence[str]) -> float:
+    """The share of ``facts`` that the answer states; NaN when there are none to state."""
+    if not facts:
+        return float("nan")
+    return sum(states(answer, fact) for fact in facts) / len(facts)
 
 
-def fact_score(answer: str, reference: str) -> float | None:
-    """The share of the reference's numbers and proper names that the answer mentions; None if it has none."""
-    reference_facts = facts(reference)
-    if not reference_facts:
-        return None
-    answer_words = {_strip_possessive(word).lower() for word in _WORD.findall(answer)} | set(_NUMBER.findall(answer))
-    return len(reference_facts & answer_words) / len(reference_facts)
+def invents_numbers(answer: str, title: str, reference: str) -> bool:
+    """Whether the answer has a number that is in neither the title nor the reference description."""
+    return bool(numbers(answer) - numbers(title) - numbers(reference))
 
 
 def repetition_rate(text: str, n: int = REPETITION_NGRAM) -> float:
@@ -105,37 +117,22 @@ def repetition_rate(text: str, n: int = REPETITION_NGRAM) -> float:
 # --- The comparison run -------------------------------------------------------------------------------------
 
 
-def _records_by_title(dataset, titles: Sequence[str]) -> list[dict]:
-    first_by_title = {}
-    for record in dataset:
-        first_by_title.setdefault(record["product"], record)
-    missing = [title for title in titles if title not in first_by_title]
-    if missing:
-        raise ValueError(f"demo products missing from the training records: {missing}")
-    return [first_by_title[title] for title in titles]
-
-
 def evaluation_sets(profile: Profile) -> dict[str, list[dict]]:
-    """The demo products, profile.eval_examples indexed products and as many held-out ones, drawn with the seed."""
-    from helpers.data import load_processed
-
-    train, held_out = load_processed(profile)
-    demo = _records_by_title(train, DEMO_PRODUCTS)
-    not_demo = train.filter(lambda record: record["product"] not in DEMO_PRODUCTS)
-    in_index = not_demo.shuffle(seed=profile.seed).select(range(min(profile.eval_examples, len(not_demo))))
-    held_out = held_out.shuffle(seed=profile.seed).select(range(min(profile.eval_examples, len(held_out))))
-    return {"demo": demo, "in-index": list(in_index), "held-out": list(held_out)}
+    """The demo products, and profile.eval_examples in-index and held-out products (helpers.data.evaluation_samples:
+    the same held-out products notebooks 02 and 03 answer)."""
+    return evaluation_samples(profile)
 
 
 @dataclass(frozen=True)
 class Comparison:
-    answers: pd.DataFrame  # one row per (set, system, product)
-    metrics: pd.DataFrame  # one row per (set, system), one column per metric
+    answers: pd.DataFrame  # one row per (set, system, product), with every metric
+    metrics: pd.DataFrame  # one row per (set, system): mean and 95% interval of each metric
+    differences: pd.DataFrame  # one row per (set, effect, metric): paired difference, interval, verdict
     generation_seconds: float
 
 
-def _answer_rows(set_name: str, system: str, records: list[dict], answers: list[str], sources: list[list[str]],
-                 seconds: float) -> list[dict]:
+def _answer_rows(set_name: str, system: str, records: list[dict], answers: list[str], finish_reasons: list[str],
+                 sources: list[list[str]], seconds: float) -> list[dict]:
     return [
         {
             "set": set_name,
@@ -144,10 +141,11 @@ def _answer_rows(set_name: str, system: str, records: list[dict], answers: list[
             "product": record["product"],
             "reference": record["description"],
             "answer": answer,
+            "finish reason": finish_reason,
             "sources": " | ".join(titles),
             "latency s": seconds / len(records),
         }
-        for record, answer, titles in zip(records, answers, sources)
+        for record, answer, finish_reason, titles in zip(records, answers, finish_reasons, sources)
     ]
 
 
@@ -158,14 +156,15 @@ def _run_model(llm: CourseModel, chain, system_names: tuple[str, str], sets: dic
     plain_system, rag_system = system_names
     rows = []
     for set_name, records in sets.items():
-        products = [record["product"] for record in records]
+        prompts = [format_prompt(record["product"]) for record in records]
         started = time.perf_counter()
-        answers = llm.batch([format_prompt(product) for product in products])
-        rows += _answer_rows(set_name, plain_system, records, answers, [[] for _ in records],
-                             time.perf_counter() - started)
+        answers = llm.batch(prompts)
+        rows += _answer_rows(set_name, plain_system, records, answers, [llm.finish_reasons[p] for p in prompts],
+                             [[] for _ in records], time.perf_counter() - started)
         started = time.perf_counter()
-        results = chain.batch(products)
+        results = chain.batch([record["product"] for record in records])
         rows += _answer_rows(set_name, rag_system, records, [result["answer"] for result in results],
+                             [llm.finish_reasons[result["prompt"]] for result in results],
                              [[document.metadata["title"] for document in result["sources"]] for result in results],
                              time.perf_counter() - started)
     return rows
@@ -184,31 +183,161 @@ def run_comparison(profile: Profile, store, sets: dict[str, list[dict]] | None =
     for adapter, system_names in ((None, SYSTEMS[0::2]), (adapter_dir, SYSTEMS[1::2])):
         model, tokenizer = load_model(profile, adapter_dir=adapter)
         # The first generate after loading pays one-off set-up costs; keep them out of the first set's latency.
-        generate(model, tokenizer, [format_prompt(DEMO_PRODUCTS[0])], profile, max_new_tokens=WARM_UP_TOKENS, progress=False)
+        generate(model, tokenizer, [format_prompt(DEMO_PRODUCTS[0])], profile, max_new_tokens=WARM_UP_TOKENS,
+                 progress=False)
         llm = CourseModel(model, tokenizer, profile, progress=True)
-        rows += _run_model(llm, rag_chain(retriever(store, profile), llm), system_names, sets)
+        rows += _run_model(llm, rag_chain(retriever(store, profile), llm, profile.context_words), system_names, sets)
     generation_seconds = time.perf_counter() - started
     answers = score_answers(pd.DataFrame(rows), profile.embedding_model)
-    comparison = Comparison(answers=answers, metrics=metrics_table(answers), generation_seconds=generation_seconds)
+    comparison = Comparison(answers=answers, metrics=metrics_table(answers, profile.seed),
+                            differences=paired_differences(answers, profile.seed),
+                            generation_seconds=generation_seconds)
     save_comparison(comparison)
     return comparison
 
 
-def score_answers(answers: pd.DataFrame, embedding_model: str) -> pd.DataFrame:
+def score_answers(answers: pd.DataFrame, embedding_model: str, facts: dict | None = None) -> pd.DataFrame:
+    """Every metric of every answer; the facts are the sample's (helpers.synthetic.load_facts) unless given."""
+    facts = load_facts() if facts is None else facts
+    no_facts = {"title_facts": (), "catalogue_facts": ()}
     scored = answers.copy()
-    scored["ROUGE-L"] = [rouge_l(answer, reference) for answer, reference in zip(scored["answer"], scored["reference"])]
+    rows = list(scored.itertuples(index=False))
+    scored["ROUGE-L"] = [rouge_l(row.answer, row.reference) for row in rows]
     scored["cosine"] = embedding_cosine(list(scored["answer"]), list(scored["reference"]), embedding_model)
-    scored["fact score"] = [fact_score(answer, reference) for answer, reference in zip(scored["answer"], scored["reference"])]
-    scored["repetition"] = [repetition_rate(answer) for answer in scored["answer"]]
+    scored["title facts"] = [fact_recall(row.answer, facts.get(row.uid, no_facts)["title_facts"]) for row in rows]
+    scored["catalogue facts"] = [fact_recall(row.answer, facts.get(row.uid, no_facts)["catalogue_facts"])
+                                 for row in rows]
+    scored["invents numbers"] = [float(invents_numbers(row.answer, row.product, row.reference)) for row in rows]
+    scored["repetition"] = [repetition_rate(row.answer) for row in rows]
+    scored["stops"] = [float(reason == "stop") for reason in scored["finish reason"]]
+    scored["loops"] = [float(any(mode.startswith("loops") for mode in failure_modes(row.product, row.answer)))
+                       for row in rows]
     return scored
 
 
-def metrics_table(scored: pd.DataFrame) -> pd.DataFrame:
-    """Mean of each metric per (set, system), in the course's order; fact score averages products that have facts."""
-    table = scored.groupby(["set", "system"], sort=False)[list(METRICS)].mean()
-    table["products"] = scored.groupby(["set", "system"], sort=False).size()
-    order = pd.MultiIndex.from_product([SETS, SYSTEMS], names=["set", "system"])
-    return table.reindex([key for key in order if key in table.index])
+# --- Intervals ------------------------------------------------------------------------------------------------
+
+
+def bootstrap_interval(values: Sequence[float], seed: int, resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, float]:
+    """The 95% percentile bootstrap interval of the mean of ``values`` (NaN ignored), resampling with ``seed``."""
+    values = np.asarray(values, dtype=float)
+    values = values[~np.isnan(values)]
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
+    tail = (1 - CONFIDENCE) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def metrics_table(scored: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Per (set, system): each metric's mean and its 95% bootstrap interval (columns "<metric>", "<metric> low",
+    "<metric> high"), the mean latency and the number of products; in the course's order."""
+    rows = {}
+    for (set_name, system), group in scored.groupby(["set", "system"], sort=False):
+        row = {}
+        for metric in METRICS:
+            values = group[metric].astype(float)
+            row[metric] = values.mean()
+            row[f"{metric} low"], row[f"{metric} high"] = bootstrap_interval(values, seed)
+        row["latency s"] = group["latency s"].mean()
+        row["products"] = len(group)
+        rows[(set_name, system)] = row
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index = pd.MultiIndex.from_tuples(table.index, names=["set", "system"])
+    order = [key for key in pd.MultiIndex.from_product([SETS, SYSTEMS]) if key in table.index]
+    return table.reindex(order)
+
+
+def with_intervals(metrics: pd.DataFrame, sets: Sequence[str] = SCORED_SETS, precision: int = 2) -> pd.DataFrame:
+    """The scored sets' metrics as "mean [low, high]" strings, one column per metric."""
+    table = metrics.loc[[key for key in metrics.index if key[0] in sets]]
+    return pd.DataFrame({
+        metric: [f"{row[metric]:.{precision}f} [{row[f'{metric} low']:.{precision}f}, {row[f'{metric} high']:.{precision}f}]"
+                 if not np.isnan(row[metric]) else "n/a" for _, row in table.iterrows()]
+        for metric in METRICS
+    }, index=table.index)
+
+
+EFFECTS = {
+    "fine-tuning, without retrieval": ("foundation", "fine-tuned"),
+    "fine-tuning, with retrieval": ("RAG (base)", "RAG (fine-tuned)"),
+    "retrieval, on the base model": ("foundation", "RAG (base)"),
+    "retrieval, on the fine-tuned model": ("fine-tuned", "RAG (fine-tuned)"),
+}
+
+
+def verdict(low: float, high: float, higher_is_better: bool) -> str:
+    """"better" or "worse" only when the interval of the difference excludes zero."""
+    if np.isnan(low) or np.isnan(high):
+        return "n/a"
+    if low > 0:
+        return "better" if higher_is_better else "worse"
+    if high < 0:
+        return "worse" if higher_is_better else "better"
+    return "no clear difference"
+
+
+def paired_differences(scored: pd.DataFrame, seed: int, sets: Sequence[str] = SCORED_SETS) -> pd.DataFrame:
+    """For each scored set, effect and metric: the mean of (after - before) over the same products, its 95% paired
+    bootstrap interval, and the verdict it supports."""
+    rows = []
+    for set_name in sets:
+        in_set = scored[scored["set"] == set_name]
+        for effect, (before, after) in EFFECTS.items():
+            pair = in_set[in_set["system"] == before].merge(in_set[in_set["system"] == after], on="uid",
+                                                             suffixes=(" before", " after"))
+            for metric, higher_is_better in METRICS.items():
+                difference = (pair[f"{metric} after"].astype(float) - pair[f"{metric} before"].astype(float)).to_numpy()
+                low, high = bootstrap_interval(difference, seed)
+                rows.append({"set": set_name, "effect": effect, "before": before, "after": after, "metric": metric,
+                             "difference": float(np.nanmean(difference)) if np.any(~np.isnan(difference)) else np.nan,
+                             "low": low, "high": high, "verdict": verdict(low, high, higher_is_better)})
+    return pd.DataFrame(rows)
+
+
+def verdict_table(differences: pd.DataFrame) -> pd.DataFrame:
+    """One row per (set, effect), one column per metric, each cell the verdict: what nbval checks exactly."""
+    table = differences.pivot_table(index=["set", "effect"], columns="metric", values="verdict", aggfunc="first",
+                                     sort=False)
+    return table.reindex(columns=list(METRICS))
+
+
+def differences_with_intervals(differences: pd.DataFrame, precision: int = 2) -> pd.DataFrame:
+    """The paired differences as "+0.21 [+0.17, +0.25]" strings, one column per metric."""
+    cells = differences.assign(cell=[
+        f"{row.difference:+.{precision}f} [{row.low:+.{precision}f}, {row.high:+.{precision}f}]"
+        if not np.isnan(row.difference) else "n/a" for row in differences.itertuples()])
+    return cells.pivot_table(index=["set", "effect"], columns="metric", values="cell", aggfunc="first",
+                             sort=False).reindex(columns=list(METRICS))
+
+
+# --- The fine-tune's targets ------------------------------------------------------------------------------------
+
+TARGET_STOP_RATE = 0.90
+TARGET_LOOP_RATE = 0.10
+TARGET_ROUGE_RATIO = 2.0
+
+
+def fine_tune_targets(metrics: pd.DataFrame, differences: pd.DataFrame, set_name: str = "held-out") -> pd.DataFrame:
+    """What the fine-tune must reach on held-out products: stop by itself, not loop, and at least twice the
+    foundation model's ROUGE-L with the interval of the difference above zero."""
+    tuned, base = metrics.loc[(set_name, "fine-tuned")], metrics.loc[(set_name, "foundation")]
+    rouge = differences[(differences["set"] == set_name) & (differences["effect"] == "fine-tuning, without retrieval")
+                        & (differences["metric"] == "ROUGE-L")].iloc[0]
+    ratio = tuned["ROUGE-L"] / base["ROUGE-L"] if base["ROUGE-L"] > 0 else np.inf
+    rows = [
+        ("fine-tuned answers that stop by themselves", f"{tuned['stops']:.0%}", f"≥ {TARGET_STOP_RATE:.0%}",
+         tuned["stops"] >= TARGET_STOP_RATE),
+        ("fine-tuned answers that loop", f"{tuned['loops']:.0%}", f"≤ {TARGET_LOOP_RATE:.0%}",
+         tuned["loops"] <= TARGET_LOOP_RATE),
+        ("ROUGE-L, fine-tuned ÷ foundation", f"{ratio:.1f}×", f"≥ {TARGET_ROUGE_RATIO:.0f}×",
+         ratio >= TARGET_ROUGE_RATIO),
+        ("ROUGE-L, fine-tuned − foundation (95% interval)", f"[{rouge['low']:+.2f}, {rouge['high']:+.2f}]", "above 0",
+         rouge["low"] > 0),
+    ]
+    return pd.DataFrame(rows, columns=["target", "measured", "required", "met"]).set_index("target")
 
 
 # --- Presenting it ------------------------------------------------------------------------------------------
@@ -224,18 +353,25 @@ def markdown_table(table: pd.DataFrame, precision: int = 3) -> str:
 
 
 def comparison_chart(metrics: pd.DataFrame):
-    """One panel per metric: sets on the x axis, one bar per system."""
+    """One panel per metric: the scored sets on the x axis, one bar per system with its 95% interval."""
     from helpers.data import shown_figure
 
-    figure = shown_figure()(figsize=(4 * len(METRICS), 3.6))
-    axes = figure.subplots(1, len(METRICS))
+    columns = 4
+    rows = -(-len(METRICS) // columns)
+    figure = shown_figure()(figsize=(4.2 * columns, 3.4 * rows))
+    axes = figure.subplots(rows, columns).ravel()
+    width = 0.8 / len(SYSTEMS)
     for axis, (metric, higher_is_better) in zip(axes, METRICS.items()):
-        metrics[metric].unstack("system").reindex(index=SETS, columns=SYSTEMS).plot.bar(ax=axis, rot=0, legend=False)
-        axis.set_title(f"{metric} ({'higher' if higher_is_better else 'lower'} is better)")
-        axis.set_xlabel("")
+        for offset, system in enumerate(SYSTEMS):
+            values = metrics.xs(system, level="system").reindex(SCORED_SETS)
+            positions = np.arange(len(SCORED_SETS)) + (offset - (len(SYSTEMS) - 1) / 2) * width
+            errors = np.vstack([values[metric] - values[f"{metric} low"], values[f"{metric} high"] - values[metric]])
+            axis.bar(positions, values[metric], width, yerr=errors, capsize=2, label=system)
+        axis.set_xticks(range(len(SCORED_SETS)), SCORED_SETS)
+        axis.set_title(f"{metric} ({'higher' if higher_is_better else 'lower'} is better)", fontsize=10)
     handles, labels = axes[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="lower center", ncol=len(SYSTEMS), frameon=False)
-    figure.tight_layout(rect=(0, 0.08, 1, 1))
+    figure.tight_layout(rect=(0, 0.06, 1, 1))
     return figure
 
 
@@ -243,26 +379,11 @@ def save_comparison(comparison: Comparison) -> None:
     outputs = paths().outputs
     outputs.mkdir(parents=True, exist_ok=True)
     comparison.metrics.to_csv(outputs / "comparison.csv", float_format="%.4f")
-    (outputs / "comparison.md").write_text(markdown_table(comparison.metrics))
+    (outputs / "comparison.md").write_text(markdown_table(with_intervals(comparison.metrics)))
     comparison_chart(comparison.metrics).savefig(outputs / "comparison.png", dpi=120, bbox_inches="tight")
     paths().tables.mkdir(parents=True, exist_ok=True)
     comparison.answers.to_csv(paths().tables / "comparison_answers.csv", index=False)
-
-
-def _winner_mask(column: pd.Series, higher_is_better: bool) -> pd.Series:
-    best = column.groupby(level="set").transform("max" if higher_is_better else "min")
-    return column == best
-
-
-def styled_metrics(metrics: pd.DataFrame):
-    """The table with each set's best value of each metric in bold."""
-    def bold_winners(column: pd.Series) -> list[str]:
-        if column.name not in METRICS:
-            return [""] * len(column)
-        return ["font-weight: bold" if win else "" for win in _winner_mask(column, METRICS[column.name])]
-
-    # A fixed uuid keeps the HTML identical between executions of the notebook.
-    return metrics.style.set_uuid("comparison").format(precision=3).apply(bold_winners, axis=0)
+    comparison.differences.to_csv(paths().tables / "comparison_differences.csv", index=False, float_format="%.4f")
 
 
 def demo_side_by_side(answers: pd.DataFrame) -> pd.DataFrame:
@@ -274,41 +395,18 @@ def demo_side_by_side(answers: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def styled_side_by_side(table: pd.DataFrame):
-    return styled_text_table(table, uuid="side_by_side")
+def held_out_side_by_side(answers: pd.DataFrame, products: int) -> pd.DataFrame:
+    """The first ``products`` held-out products: the real description and each system's answer."""
+    held_out = answers[answers["set"] == "held-out"]
+    titles = list(dict.fromkeys(held_out["product"]))[:products]
+    table = held_out.pivot(index="product", columns="system", values="answer").reindex(index=titles,
+                                                                                         columns=list(SYSTEMS))
+    table.insert(0, "reference", held_out.drop_duplicates("product").set_index("product")["reference"])
+    return table
 
 
-# --- The verdict, derived from the numbers ------------------------------------------------------------------
-
-
-def _ranking(metrics: pd.DataFrame, set_name: str, metric: str) -> pd.Series:
-    """The systems of one set from best to worst on one metric."""
-    return metrics.loc[set_name, metric].dropna().sort_values(ascending=not METRICS[metric])
-
-
-def _effect(metrics: pd.DataFrame, set_name: str, metric: str, before: str, after: str) -> str:
-    change = metrics.loc[(set_name, after), metric] - metrics.loc[(set_name, before), metric]
-    if math.isnan(change):
-        return f"{metric} n/a"
-    improved = change > 0 if METRICS[metric] else change < 0
-    verdict = "better" if improved else "same" if change == 0 else "worse"
-    return f"{metric} {change:+.3f} ({verdict})"
-
-
-EFFECTS = {
-    "fine-tuning, without retrieval": ("foundation", "fine-tuned"),
-    "fine-tuning, with retrieval": ("RAG (base)", "RAG (fine-tuned)"),
-    "retrieval, on the base model": ("foundation", "RAG (base)"),
-    "retrieval, on the fine-tuned model": ("fine-tuned", "RAG (fine-tuned)"),
-}
-
-
-QUALITY_METRICS = [metric for metric in METRICS if metric != "latency s"]
-
-
-def quality_table(metrics: pd.DataFrame) -> pd.DataFrame:
-    """The metrics that reproduce exactly on re-execution (greedy decoding); latency depends on the machine's load."""
-    return metrics.drop(columns="latency s")
+def styled_side_by_side(table: pd.DataFrame, uuid: str = "side_by_side"):
+    return styled_text_table(table, uuid=uuid)
 
 
 def latency_table(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -316,25 +414,49 @@ def latency_table(metrics: pd.DataFrame) -> pd.DataFrame:
     return metrics["latency s"].unstack("system").reindex(index=list(SETS), columns=list(SYSTEMS)).round(2)
 
 
-def conclusions(metrics: pd.DataFrame) -> list[str]:
-    """Which system wins where on answer quality, and what fine-tuning and retrieval each add, read off the table."""
-    quality = QUALITY_METRICS
+# --- The verdict, derived from the intervals -----------------------------------------------------------------
+
+
+def conclusions(differences: pd.DataFrame) -> list[str]:
+    """For each scored set and effect: the metrics it makes better, worse, or leaves without a clear difference."""
     lines = []
-    for set_name in [name for name in SETS if name in metrics.index.get_level_values("set")]:
+    for set_name in [name for name in SCORED_SETS if name in set(differences["set"])]:
         lines.append(f"{set_name} products:")
-        wins = dict.fromkeys(SYSTEMS, 0)
-        for metric in quality:
-            ranking = _ranking(metrics, set_name, metric)
-            # Ties share the win (all four systems can repeat nothing, for example).
-            winners = list(ranking.index[ranking == ranking.iloc[0]])
-            others = ranking.drop(winners)
-            for system in winners:
-                wins[system] += 1
-            runner_up = f" (next: {others.index[0]} {others.iloc[0]:.3f})" if len(others) else ""
-            lines.append(f"  {metric:<11} best: {' = '.join(winners)} {ranking.iloc[0]:.3f}{runner_up}")
-        for label, (before, after) in EFFECTS.items():
-            lines.append(f"  {label:<34} " + ", ".join(_effect(metrics, set_name, m, before, after) for m in quality))
-        most = max(wins.values())
-        leaders = [system for system, count in wins.items() if count == most]
-        lines.append(f"  => most quality wins ({most} of {len(quality)}): {' and '.join(leaders)}")
+        in_set = differences[differences["set"] == set_name]
+        for effect in EFFECTS:
+            verdicts = in_set[in_set["effect"] == effect].set_index("metric")["verdict"]
+            parts = [f"{label}: {', '.join(verdicts.index[verdicts == label]) or '-'}"
+                     for label in ("better", "worse", "no clear difference")]
+            lines.append(f"  {effect:<34} " + " | ".join(parts))
     return lines
+
+
+def _metric_list(metrics: Sequence[str]) -> str:
+    metrics = list(metrics)
+    return metrics[0] if len(metrics) == 1 else ", ".join(metrics[:-1]) + " and " + metrics[-1]
+
+
+def written_conclusion(differences: pd.DataFrame, targets: pd.DataFrame) -> str:
+    """The notebook's closing paragraph, every clause read off the verdicts and the targets."""
+    sentences = []
+    for set_name in [name for name in SCORED_SETS if name in set(differences["set"])]:
+        in_set = differences[differences["set"] == set_name]
+        for effect in EFFECTS:
+            verdicts = in_set[in_set["effect"] == effect].set_index("metric")["verdict"]
+            better, worse = list(verdicts.index[verdicts == "better"]), list(verdicts.index[verdicts == "worse"])
+            clause = f"On {set_name} products, {effect}"
+            if better:
+                clause += f" makes {_metric_list(better)} better"
+            if worse:
+                clause += f"{' and' if better else ''} makes {_metric_list(worse)} worse"
+            if not better and not worse:
+                clause += " makes no clear difference on any metric"
+            unclear = [metric for metric in verdicts.index if verdicts[metric] == "no clear difference"]
+            if unclear and (better or worse):
+                clause += f"; no clear difference on {_metric_list(unclear)}"
+            sentences.append(clause + ".")
+    met = targets["met"]
+    summary = ("The fine-tune meets all its targets on held-out products."
+               if met.all() else f"The fine-tune misses {int((~met).sum())} of its {len(met)} targets on held-out "
+               f"products: {_metric_list([target for target in met.index if not met[target]])}.")
+    return " ".join(sentences + [summary])

@@ -8,18 +8,21 @@ Unsloth requires; a process that wants Unsloth must import it (or helpers.models
 """
 from __future__ import annotations
 
+import random
 import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
 
 from helpers.config import DEMO_PRODUCTS, Profile, paths
 from helpers.data import load_processed
-from helpers.prompts import format_training_text
+from helpers.prompts import document_text, format_completion, format_context, format_prompt, format_training_text
 from helpers.quiet import progress
 
 import datasets
+import numpy as np
 import pandas as pd
 import psutil
 import torch
@@ -34,31 +37,133 @@ LIBRARY_PROGRESS_CALLBACKS = ("ProgressCallback", "NotebookProgressCallback", "P
 # --- Training records ------------------------------------------------------------------------------------------
 
 
+def fits_training(record: dict, profile: Profile) -> bool:
+    """Whether a description is short enough to train on whole: a cut one would end without EOS and teach rambling."""
+    return len(record["description"].split()) <= profile.max_completion_words
+
+
 def select_training_records(train: datasets.Dataset, profile: Profile) -> datasets.Dataset:
-    """profile.train_examples records: the four demo products, then a seeded shuffle of the rest."""
+    """profile.train_examples records: the four demo products, then a seeded shuffle of the rest that fit whole."""
     demo = train.filter(lambda record: record["product"] in DEMO_PRODUCTS)
     missing = set(DEMO_PRODUCTS) - set(demo["product"])
     if missing:
         raise ValueError(f"The training split lacks the demo products {sorted(missing)}: rebuild outputs/processed.")
     demo = demo.select(range(len(DEMO_PRODUCTS))) if len(demo) > len(DEMO_PRODUCTS) else demo
-    others = train.filter(lambda record: record["product"] not in DEMO_PRODUCTS).shuffle(seed=profile.seed)
+    others = train.filter(lambda record: record["product"] not in DEMO_PRODUCTS and fits_training(record, profile))
+    others = others.shuffle(seed=profile.seed)
     wanted = profile.train_examples - len(demo)
     if wanted > len(others):
         raise ValueError(f"profile.train_examples={profile.train_examples} but only {len(others) + len(demo)} "
-                         "training records exist.")
+                         "training records fit.")
     return datasets.concatenate_datasets([demo, others.select(range(wanted))])
 
 
+def too_long_to_train(train: datasets.Dataset, profile: Profile) -> int:
+    """How many training-split records select_training_records passes over because their description is too long."""
+    return sum(not fits_training(record, profile) for record in train)
+
+
 def to_training_texts(records: datasets.Dataset, eos_token: str) -> datasets.Dataset:
-    """Alpaca text with EOS in a "text" column, the field SFTTrainer reads."""
+    """Alpaca text with EOS in a "text" column (the language-modelling form: loss on the prompt too)."""
     return records.map(
         lambda record: {"text": format_training_text(record["product"], record["description"], eos_token)}
     )
 
 
+@cache
+def load_embeddings(model_path: str):
+    """all-MiniLM-L6-v2 through LangChain, normalised so that cosine = dot product; loaded once per process."""
+    from langchain_huggingface import HuggingFaceEmbeddings
+
+    return HuggingFaceEmbeddings(
+        model_name=model_path,
+        model_kwargs={"device": "cpu"},
+        encode_kwargs={"normalize_embeddings": True},
+    )
+
+
+def embed(texts: list[str], embedding_model: str, batch_size: int, description: str | None = None) -> np.ndarray:
+    """Normalised embeddings of many texts, a batch at a time, with one progress bar when described."""
+    embeddings = load_embeddings(embedding_model)
+    starts = range(0, len(texts), batch_size)
+    if description:
+        starts = progress(starts, total=len(starts), desc=description, unit="batch")
+    return np.concatenate([np.asarray(embeddings.embed_documents(texts[start:start + batch_size]))
+                           for start in starts]) if texts else np.zeros((0, 0))
+
+
+def nearest_other_products(queries: datasets.Dataset, pool: datasets.Dataset, profile: Profile,
+                           count: int) -> list[list[int]]:
+    """For each query record, the pool indices of the ``count`` documents nearest its title, its own excluded.
+
+    The same search the retriever of notebooks 04-06 makes (a title against "Product: … - Description: …"
+    documents, cosine on all-MiniLM-L6-v2), done exactly in memory because the index is built after training.
+    """
+    documents = [document_text(record["product"], record["description"]) for record in pool]
+    document_vectors = embed(documents, profile.embedding_model, profile.index_batch_size,
+                             description="embedding the products")
+    query_vectors = embed(list(queries["product"]), profile.embedding_model, profile.index_batch_size)
+    scores = query_vectors @ document_vectors.T
+    pool_uids = pool["uid"]
+    for row, uid in enumerate(queries["uid"]):
+        scores[row, [index for index, pool_uid in enumerate(pool_uids) if pool_uid == uid]] = -np.inf
+    return [list(row[:count]) for row in np.argsort(-scores, axis=1, kind="stable")]
+
+
+@dataclass(frozen=True)
+class TrainingExamples:
+    """The prompt/completion pairs SFTTrainer trains on, and what went into them."""
+
+    dataset: datasets.Dataset  # columns prompt, completion
+    context_rows: tuple[int, ...]  # the rows whose prompt carries retrieved context
+    shortened_documents: int
+
+    @property
+    def with_context(self) -> int:
+        return len(self.context_rows)
+
+    def example(self, with_context: bool) -> str:
+        """The first example with (or without) retrieved context, as the model sees it: prompt, then completion."""
+        row = next(index for index in range(len(self.dataset)) if (index in self.context_rows) == with_context)
+        return self.dataset[row]["prompt"] + self.dataset[row]["completion"]
+
+    def summary(self) -> str:
+        return (f"{len(self.dataset)} prompt/completion examples: {len(self.dataset) - self.with_context} with the "
+                f"title alone, {self.with_context} with retrieved context (the product's own document among its "
+                f"nearest neighbours); {self.shortened_documents} context documents shortened (marked …)")
+
+
+def training_examples(records: datasets.Dataset, pool: datasets.Dataset, profile: Profile,
+                      eos_token: str) -> TrainingExamples:
+    """Prompt/completion pairs in TRL's form, so that the loss falls on the completion (description + EOS) only.
+
+    A seeded share profile.rag_training_share of the prompts carries a RAG context as notebook 05 builds it:
+    profile.retriever_k documents, the product's own at a seeded random place among the nearest other products
+    (retrieval-augmented fine-tuning). The model learns to take the facts of the document whose title matches,
+    not those of the first one or of a look-alike.
+    """
+    rng = random.Random(profile.seed)
+    chosen = sorted(rng.sample(range(len(records)), round(profile.rag_training_share * len(records))))
+    neighbours = dict(zip(chosen, nearest_other_products(records.select(chosen), pool, profile,
+                                                         profile.retriever_k - 1))) if chosen else {}
+    prompts, completions, shortened = [], [], 0
+    for index, record in enumerate(records):
+        context = None
+        if index in neighbours:
+            documents = [document_text(pool[int(other)]["product"], pool[int(other)]["description"])
+                         for other in neighbours[index]]
+            documents.insert(rng.randrange(len(documents) + 1), document_text(record["product"], record["description"]))
+            context, cut = format_context(documents, profile.context_words)
+            shortened += cut
+        prompts.append(format_prompt(record["product"], context=context))
+        completions.append(format_completion(record["description"], eos_token))
+    dataset = datasets.Dataset.from_dict({"prompt": prompts, "completion": completions})
+    return TrainingExamples(dataset, context_rows=tuple(chosen), shortened_documents=shortened)
+
+
 def training_dataset(profile: Profile, tokenizer) -> datasets.Dataset:
     train, _ = load_processed(profile)
-    return to_training_texts(select_training_records(train, profile), tokenizer.eos_token)
+    return training_examples(select_training_records(train, profile), train, profile, tokenizer.eos_token).dataset
 
 
 # --- SFTConfig and trainer (the same for every backend) -------------------------------------------------------
@@ -73,7 +178,7 @@ def sft_settings(profile: Profile) -> dict:
     """The profile's SFTConfig arguments, as a plain dict (building a second SFTConfig resets Accelerate's state)."""
     return dict(
         output_dir=str(trainer_output_dir(profile)),
-        dataset_text_field="text",
+        completion_only_loss=True,  # loss on the description and EOS, not on the prompt (prompt/completion data)
         max_length=profile.max_seq_length,
         packing=False,
         per_device_train_batch_size=profile.batch_size,

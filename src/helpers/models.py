@@ -6,9 +6,11 @@ it prints stays, and ``load_model`` prints one line of its own.
 """
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from helpers.config import Profile, paths
@@ -96,8 +98,41 @@ def batches(items: list, size: int) -> Iterator[list]:
         yield items[start:start + size]
 
 
+@dataclass(frozen=True)
+class Answer:
+    """One generated answer: the text, and whether the model ended it (EOS) or max_new_tokens did."""
+
+    text: str
+    stopped: bool
+    new_tokens: int
+
+    @property
+    def finish_reason(self) -> str:
+        """As the OpenAI API names it: "stop" when the model ended the answer, "length" when the limit did."""
+        return "stop" if self.stopped else "length"
+
+
+class PromptTooLongError(ValueError):
+    """A prompt that, with max_new_tokens of answer, would not fit in the profile's max_seq_length."""
+
+
+def check_prompt_lengths(lengths: list[int], max_new_tokens: int, profile: Profile) -> None:
+    too_long = [length for length in lengths if length + max_new_tokens > profile.max_seq_length]
+    if too_long:
+        raise PromptTooLongError(
+            f"{len(too_long)} of {len(lengths)} prompts do not fit: the longest has {max(too_long)} tokens, and with "
+            f"max_new_tokens={max_new_tokens} that exceeds max_seq_length={profile.max_seq_length}. Shorten the "
+            "context (profile.context_words) or raise max_seq_length."
+        )
+
+
+def order_by_length(lengths: list[int]) -> list[int]:
+    """Prompt indices from shortest to longest: a batch of similar lengths wastes little on padding."""
+    return sorted(range(len(lengths)), key=lambda index: (lengths[index], index))
+
+
 @torch.inference_mode()
-def generate(
+def generate_answers(
     model,
     tokenizer,
     prompts: list[str],
@@ -106,27 +141,40 @@ def generate(
     progress: bool = True,
     temperature: float | None = None,
     batch_size: int | None = None,
-) -> list[str]:
-    """The answers to many prompts, generation_batch_size at a time: only the new text, stripped, no special tokens.
+) -> list[Answer]:
+    """The answers to many prompts, in the order given, generation_batch_size at a time, sorted by prompt length.
 
-    Greedy unless a temperature is given (the reference used REFERENCE_TEMPERATURE); seeded either way.
+    Only the new text, stripped, without special tokens; with whether EOS ended it. A prompt that would not fit in
+    max_seq_length with its answer is an error (PromptTooLongError), never a silent cut. Greedy unless a
+    temperature is given (the reference used REFERENCE_TEMPERATURE); seeded either way.
     """
     if isinstance(prompts, str):
         raise TypeError("generate() takes a list of prompts; wrap a single prompt in a list.")
     prepare_tokenizer_for_generation(tokenizer)
     arguments = generation_arguments(tokenizer, profile, max_new_tokens, temperature)
+    lengths = [len(ids) for ids in tokenizer(list(prompts))["input_ids"]] if prompts else []
+    check_prompt_lengths(lengths, arguments["max_new_tokens"], profile)
     size = batch_size or profile.generation_batch_size
-    answers: list[str] = []
+    answers: list[Answer | None] = [None] * len(prompts)
     bar = progress_bar(total=len(prompts), desc="generating", unit="prompt", disable=not progress)
-    for batch in batches(list(prompts), size):
+    for batch in batches(order_by_length(lengths), size):
         set_seed(profile.seed)
-        encoded = tokenizer(batch, return_tensors="pt", padding=True).to(model.device)
+        encoded = tokenizer([prompts[index] for index in batch], return_tensors="pt", padding=True).to(model.device)
         output = model.generate(**encoded, **arguments)
         new_tokens = output[:, encoded["input_ids"].shape[1]:]
-        answers += [cut_at_special_token(text) for text in tokenizer.batch_decode(new_tokens)]
+        for index, tokens, text in zip(batch, new_tokens, tokenizer.batch_decode(new_tokens)):
+            eos_positions = (tokens == tokenizer.eos_token_id).nonzero()
+            stopped = len(eos_positions) > 0
+            written = int(eos_positions[0, 0]) + 1 if stopped else len(tokens)
+            answers[index] = Answer(cut_at_special_token(text), stopped, written)
         bar.update(len(batch))
     bar.close()
     return answers
+
+
+def generate(model, tokenizer, prompts: list[str], profile: Profile, **options) -> list[str]:
+    """The answer texts alone (generate_answers, which also says how each answer ended)."""
+    return [answer.text for answer in generate_answers(model, tokenizer, prompts, profile, **options)]
 
 
 @torch.inference_mode()
@@ -206,8 +254,12 @@ def title_words(product: str) -> set[str]:
     return {word for word in re.findall(r"\w+", product.lower()) if word not in TITLE_STOPWORDS and len(word) > 2}
 
 
-def failure_modes(product: str, answer: str) -> list[str]:
-    """The failure modes visible in one answer, each detected by a rule on the text, not judged by hand."""
+def failure_modes(product: str, answer: str, stopped: bool | None = None) -> list[str]:
+    """The failure modes visible in one answer, each detected by a rule on the text, not judged by hand.
+
+    ``stopped`` is whether the model wrote EOS (Answer.stopped). Without it, an answer that does not end like a
+    sentence is taken as cut off at max_new_tokens, a rule of thumb.
+    """
     modes = []
     if not answer.strip():
         return ["empty answer"]
@@ -220,18 +272,30 @@ def failure_modes(product: str, answer: str) -> list[str]:
         modes.append('generic ("the product")')
     if not title_words(product) & set(re.findall(r"\w+", answer.lower())):
         modes.append("never names the product")
-    if answer.rstrip()[-1] not in ".!?\"')":
-        modes.append("cut off mid-sentence")
+    if stopped is False or (stopped is None and answer.rstrip()[-1] not in ".!?\"')"):
+        modes.append(NO_STOP)
     return modes
 
 
-def failure_mode_table(products: list[str], answers: list[str], name: str | None = None) -> pd.DataFrame:
-    """Product, answer and the failure modes found in it; saved to outputs/tables/<name>.csv when named."""
+NO_STOP = "runs to max_new_tokens"
+
+
+def _texts_and_stops(answers: list) -> tuple[list[str], list[bool | None]]:
+    return ([getattr(answer, "text", answer) for answer in answers],
+            [getattr(answer, "stopped", None) for answer in answers])
+
+
+def failure_mode_table(products: list[str], answers: list, name: str | None = None) -> pd.DataFrame:
+    """Product, answer and the failure modes found in it; saved to outputs/tables/<name>.csv when named.
+
+    ``answers`` are Answers (generate_answers) or plain strings.
+    """
+    texts, stops = _texts_and_stops(answers)
     table = pd.DataFrame({
         "product": products,
-        "answer": answers,
-        "failure modes": ["; ".join(failure_modes(product, answer)) or "none found"
-                          for product, answer in zip(products, answers)],
+        "answer": texts,
+        "failure modes": ["; ".join(failure_modes(product, text, stopped)) or "none found"
+                          for product, text, stopped in zip(products, texts, stops)],
     })
     if name:
         paths().tables.mkdir(parents=True, exist_ok=True)
@@ -239,13 +303,66 @@ def failure_mode_table(products: list[str], answers: list[str], name: str | None
     return table
 
 
-def failure_mode_counts(products: list[str], answers: list[str]) -> pd.DataFrame:
-    """How many answers show each failure mode (loop phrases pooled into one "loops" row)."""
-    counts = Counter(mode.split(" (")[0] if mode.startswith("loops") else mode
-                     for product, answer in zip(products, answers) for mode in failure_modes(product, answer))
-    table = pd.DataFrame({"answers": counts}).sort_values("answers", ascending=False)
+def failure_mode_counts(products: list[str], answers: list) -> pd.DataFrame:
+    """How many answers show each failure mode (loop phrases pooled into one "loops" row), and their share."""
+    texts, stops = _texts_and_stops(answers)
+    counts = Counter(mode.split(" (")[0] for product, text, stopped in zip(products, texts, stops)
+                     for mode in failure_modes(product, text, stopped))
+    table = pd.DataFrame({"answers": counts}, dtype=int).sort_values("answers", ascending=False)
     table["share"] = (table["answers"] / len(answers)).map("{:.0%}".format)
     return table.rename_axis("failure mode")
+
+
+# What the notebooks' text says of the held-out answers, as thresholds that hold on every machine: nbval checks
+# whether each holds, not the exact counts (generated text may differ between CPUs whose arithmetic differs).
+FOUNDATION_EXPECTED = {NO_STOP: ("at least", 0.5), "loops": ("at least", 0.2)}
+FINE_TUNED_EXPECTED = {NO_STOP: ("at most", 0.10), "loops": ("at most", 0.10)}
+
+
+def expectations_table(counts: pd.DataFrame, total: int, expected: dict[str, tuple[str, float]]) -> pd.DataFrame:
+    """Whether each failure mode's share of ``total`` answers is at least / at most its threshold."""
+    rows = []
+    for mode, (bound, threshold) in expected.items():
+        share = counts["answers"].get(mode, 0) / total
+        holds = share >= threshold if bound == "at least" else share <= threshold
+        rows.append({"failure mode": mode, "required share": f"{bound} {threshold:.0%}", "holds": bool(holds)})
+    return pd.DataFrame(rows).set_index("failure mode")
+
+
+def baseline_counts_path(profile: Profile) -> Path:
+    return paths().tables / f"failure_counts_foundation_heldout_{profile.name}.json"
+
+
+def save_baseline_counts(counts: pd.DataFrame, products: list[str], profile: Profile) -> Path:
+    """Notebook 02's failure counts on the held-out products: the baseline notebooks 03 and 06 report against."""
+    path = baseline_counts_path(profile)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"products": products, "counts": counts["answers"].to_dict()}, indent=1) + "\n")
+    return path
+
+
+def ensure_baseline_counts(profile: Profile, products: list[str]) -> dict[str, int]:
+    """The foundation model's failure counts on these held-out products: notebook 02's, or computed here (the
+    base model answers them) when 02 has not run or ran on other products."""
+    path = baseline_counts_path(profile)
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved["products"] == products:
+            return saved["counts"]
+    print(f"{display_path(path)} is missing or for other products: the foundation model answers them first")
+    model, tokenizer = load_model(profile)
+    answers = generate_answers(model, tokenizer, [format_prompt(product) for product in products], profile)
+    counts = failure_mode_counts(products, answers)
+    save_baseline_counts(counts, products, profile)
+    return counts["answers"].to_dict()
+
+
+def counts_against_baseline(counts: pd.DataFrame, products: list[str], profile: Profile, label: str) -> pd.DataFrame:
+    """This model's failure counts on the held-out products beside the foundation model's (notebook 02)."""
+    baseline = pd.Series(ensure_baseline_counts(profile, products), dtype=int)
+    table = pd.DataFrame({"foundation (notebook 02)": baseline, label: counts["answers"]}).fillna(0).astype(int)
+    return table.sort_values("foundation (notebook 02)", ascending=False).rename_axis(
+        f"failure mode (of {len(products)} held-out answers)")
 
 
 def styled_answers(table: pd.DataFrame, uuid: str):

@@ -45,14 +45,45 @@ def format_prompt(product: str, context: str | None = None) -> str:
     )
 
 
-def format_training_text(product: str, description: str, eos_token: str) -> str:
-    """One training example: the prompt, the description, then EOS so the model learns where to stop."""
+def document_text(title: str, description: str) -> str:
+    """One product as the index stores it and as retrieved context shows it."""
+    return f"Product: {title} - Description: {description}"
+
+
+def shorten_document(text: str, max_words: int) -> tuple[str, bool]:
+    """``text`` cut to its first ``max_words`` words, with a visible " …" when it was cut, and whether it was."""
+    words = text.split()
+    if len(words) <= max_words:
+        return text, False
+    return " ".join(words[:max_words]) + " …", True
+
+
+def format_context(documents: list[str], max_words: int) -> tuple[str, int]:
+    """Retrieved documents as the Context block, one per line, each cut to ``max_words`` words; and how many were cut.
+
+    A few descriptions run to thousands of words: cut silently they would push the prompt past max_seq_length, so
+    the cut is marked in the prompt and counted for the caller to report.
+    """
+    shortened = [shorten_document(" ".join(document.split()), max_words) for document in documents]
+    return "\n".join(text for text, _ in shortened), sum(cut for _, cut in shortened)
+
+
+def format_completion(description: str, eos_token: str) -> str:
+    """What the model learns to write after the prompt: the description, then EOS so that it learns to stop."""
     description = description.strip()
     if not description:
-        raise ValueError(f"format_training_text: empty description for product {product!r}.")
+        raise ValueError("format_completion: the description is empty.")
     if not eos_token:
-        raise ValueError("format_training_text: an EOS token is required, or the model never learns to stop.")
-    return format_prompt(product) + description + eos_token
+        raise ValueError("format_completion: an EOS token is required, or the model never learns to stop.")
+    return description + eos_token
+
+
+def format_training_text(product: str, description: str, eos_token: str) -> str:
+    """One training example as a single text: the prompt, the description, then EOS."""
+    try:
+        return format_prompt(product) + format_completion(description, eos_token)
+    except ValueError as error:
+        raise ValueError(f"format_training_text: {error} (product {product!r})") from None
 
 
 def extract_response(text: str) -> str:

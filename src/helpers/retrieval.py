@@ -12,21 +12,24 @@ import os
 import random
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import pandas as pd
-from pydantic import ConfigDict
+from pydantic import ConfigDict, Field
 from langchain_core.documents import Document
 from langchain_core.language_models.llms import BaseLLM
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 from langchain_core.runnables import Runnable, RunnableLambda, RunnableParallel, RunnablePassthrough
 
 import helpers.models  # noqa: F401  (Unsloth first: sentence-transformers imports transformers)
-from helpers.config import MINILM_HUB_ID, Profile, local_minilm_dir, paths
+from helpers.config import Profile, active_profile, embedding_model_name, paths
+from helpers.measurement import load_embeddings  # noqa: F401  (re-exported: notebooks call helpers.retrieval.load_embeddings)
+from helpers.prompts import document_text, format_context, format_prompt
 from helpers.quiet import progress as progress_bar
+from helpers.synthetic import load_facts, states
 
 CHROMA_SERVER_ENV_VAR = "CHROMA_SERVER_URL"
 COLLECTION_NAME = "products"
@@ -34,10 +37,6 @@ COLLECTION_NAME = "products"
 COLLECTION_CONFIGURATION = {"hnsw": {"space": "cosine"}}
 QUERY_KINDS = ("exact title", "lower-cased", "word dropped", "typo")
 EMBEDDING_MODEL_KEY = "embedding_model"
-
-
-def document_text(title: str, description: str) -> str:
-    return f"Product: {title} - Description: {description}"
 
 
 def product_documents(records: Iterable[dict]) -> list[Document]:
@@ -55,18 +54,6 @@ def product_documents(records: Iterable[dict]) -> list[Document]:
             )
         )
     return documents
-
-
-@cache
-def load_embeddings(model_path: str):
-    """all-MiniLM-L6-v2 through LangChain, normalised so that cosine = dot product; loaded once per process."""
-    from langchain_huggingface import HuggingFaceEmbeddings
-
-    return HuggingFaceEmbeddings(
-        model_name=model_path,
-        model_kwargs={"device": "cpu"},
-        encode_kwargs={"normalize_embeddings": True},
-    )
 
 
 def chroma_settings():
@@ -100,11 +87,6 @@ def index_directory(profile: Profile) -> Path:
 
 class IndexMismatchError(RuntimeError):
     """The collection holds vectors of another embedding model: mixing them would make every search meaningless."""
-
-
-def embedding_model_name(model: str) -> str:
-    """A name for the embedding model that is the same on every machine (the local folder's path is not)."""
-    return MINILM_HUB_ID if Path(model) == Path(local_minilm_dir()) else model
 
 
 def open_store(profile: Profile, persist_directory: Path | None = None, collection_name: str = COLLECTION_NAME):
@@ -379,6 +361,8 @@ class CourseModel(BaseLLM):
     tokenizer: Any
     profile: Any  # a helpers.config.Profile (a frozen dataclass pydantic would copy)
     progress: bool = False
+    # prompt → "stop" (the model wrote EOS) or "length" (max_new_tokens ended it), for every prompt answered so far
+    finish_reasons: dict = Field(default_factory=dict)
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     def __init__(self, model, tokenizer, profile: Profile, progress: bool = False, **kwargs: Any) -> None:
@@ -395,10 +379,14 @@ class CourseModel(BaseLLM):
 
     def _generate(self, prompts: list[str], stop: list[str] | None = None, run_manager=None,
                   **kwargs: Any) -> LLMResult:
-        from helpers.models import generate
+        from helpers.models import generate_answers
 
-        answers = generate(self.model, self.tokenizer, list(prompts), self.profile, progress=self.progress)
-        return LLMResult(generations=[[Generation(text=cut_at_stop(answer, stop))] for answer in answers])
+        answers = generate_answers(self.model, self.tokenizer, list(prompts), self.profile, progress=self.progress)
+        self.finish_reasons.update((prompt, answer.finish_reason) for prompt, answer in zip(prompts, answers))
+        return LLMResult(generations=[
+            [Generation(text=cut_at_stop(answer.text, stop), generation_info={"finish_reason": answer.finish_reason})]
+            for answer in answers
+        ])
 
     def _stream(self, prompt: str, stop: list[str] | None = None, run_manager=None,
                 **kwargs: Any) -> Iterator[GenerationChunk]:
@@ -444,22 +432,23 @@ class _AddAnswers(Runnable[dict, dict]):
                 for item, answer in zip(inputs, answers)]
 
 
-def format_context(documents: Sequence[Document]) -> str:
-    return "\n".join(document.page_content for document in documents)
+def _with_prompt(item: dict, context_words: int) -> dict:
+    context, shortened = format_context([document.page_content for document in item["sources"]], context_words)
+    return {**item, "prompt": format_prompt(item["product"], context=context), "shortened sources": shortened}
 
 
-def _with_prompt(item: dict) -> dict:
-    from helpers.prompts import format_prompt
+def rag_chain(retriever, llm, context_words: int | None = None):
+    """product title → {product, sources, prompt, shortened sources, answer}: retrieve, fill the Alpaca prompt, generate.
 
-    return {**item, "prompt": format_prompt(item["product"], context=format_context(item["sources"]))}
-
-
-def rag_chain(retriever, llm):
-    """product title → {product, sources, prompt, answer}: retrieve, fill the Alpaca prompt, generate.
-
-    ``llm`` is any Runnable from prompt text to answer text (``CourseModel``, a ChatModel's text, or a fake one).
+    Each retrieved description is shown up to ``context_words`` words (profile.context_words, as in training); a
+    longer one is cut with a visible "…", and "shortened sources" counts them. ``llm`` is any Runnable from prompt
+    text to answer text (``CourseModel``, a ChatModel's text, or a fake one). Without ``context_words``, the
+    active profile's.
     """
-    return RunnableParallel(product=RunnablePassthrough(), sources=retriever) | RunnableLambda(_with_prompt) | _AddAnswers(llm)
+    if context_words is None:
+        context_words = active_profile(verbose=False).context_words
+    add_prompt = RunnableLambda(partial(_with_prompt, context_words=context_words))
+    return RunnableParallel(product=RunnablePassthrough(), sources=retriever) | add_prompt | _AddAnswers(llm)
 
 
 def sources_table(result: dict) -> pd.DataFrame:
@@ -485,6 +474,38 @@ def rag_answers_table(results_by_model: dict[str, list[dict]]) -> pd.DataFrame:
             raise ValueError(f"{model_name}: answers are not for the same products in the same order")
         table[f"answer ({model_name})"] = [result["answer"] for result in results]
     return table
+
+
+def facts_used(results: list[dict], facts: dict | None = None) -> pd.DataFrame:
+    """Which product's facts each RAG answer took: where its own document ranked among the sources, how many of its
+    own catalogue facts the answer states, and the source whose catalogue facts it states most.
+
+    Catalogue facts are the ones only a description holds (helpers.synthetic): an answer can only state them by
+    reading them from a source, so they show which source it read.
+    """
+    facts = load_facts() if facts is None else facts
+    rows = []
+    for result in results:
+        uids = [document.metadata["uid"] for document in result["sources"]]
+        own_uid = _own_uid(result)
+        stated = {document.metadata["title"]: sum(states(result["answer"], fact)
+                                                   for fact in facts.get(document.metadata["uid"], {}).get("catalogue_facts", ()))
+                  for document in result["sources"]}
+        best = max(stated.values(), default=0)
+        own_facts = facts.get(own_uid, {}).get("catalogue_facts", ())
+        rows.append({
+            "product": result["product"],
+            "own document ranked": uids.index(own_uid) + 1 if own_uid in uids else "not retrieved",
+            "own catalogue facts stated": f"{sum(states(result['answer'], fact) for fact in own_facts)} of {len(own_facts)}",
+            "facts taken from": " = ".join(title for title, count in stated.items() if count == best) if best else "no source",
+        })
+    return pd.DataFrame(rows).set_index("product")
+
+
+def _own_uid(result: dict) -> str | None:
+    """The uid of the product a RAG result answers for, when one of its sources has the same title."""
+    return next((document.metadata["uid"] for document in result["sources"]
+                 if document.metadata["title"] == result["product"]), result.get("uid"))
 
 
 def styled_text_table(table: pd.DataFrame, uuid: str):

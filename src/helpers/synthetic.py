@@ -15,8 +15,11 @@ retrieval has something to confuse.
 from __future__ import annotations
 
 import argparse
+import html
 import random
+import re
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import msgspec
@@ -34,7 +37,7 @@ DUPLICATE_SHARE = 0.03
 LONG_SHARE = 0.01
 RECENT_TITLES_KEPT = 512  # duplicates repeat a recent title: bounded memory even for the full-size file
 
-# (title, content) of the reference's demo products and their near neighbours, in file order.
+# (uid, title, content) of the reference's demo products and their near neighbours, in file order.
 DEMO_RECORDS: tuple[tuple[str, str, str], ...] = (
     ("0000031895", "Girls Ballet Tutu Neon Blue",
      "Dance tutu for girls ages 2-8 years. Perfect for dance practice, recitals and performances, costumes or "
@@ -55,12 +58,12 @@ DEMO_RECORDS: tuple[tuple[str, str, str], ...] = (
      "20th&#8211;century supplement to all sacred traditions&#8212;as millions of other readers already have. "
      "--Brian Bruya. This text refers to the Hardcover edition."),
     ("0933697214", "The Book of Revelation",
-     "Clarence Larkin&#8217;s verse&#8211;by&#8211;verse study of the last book of the New Testament, written "
-     "for Bible students and pastors. Illustrated with 35 of Larkin&#8217;s own prophetic charts, it follows the "
+     "Clarence Larkin&#8217;s verse&#8211;by&#8211;verse study of Revelation, the last book of the New "
+     "Testament, written for Bible students and pastors. Illustrated with 35 of Larkin&#8217;s own prophetic charts, it follows the "
      "seven churches, the seven seals, the seven trumpets and the seven vials to the New Jerusalem. "
      "First published in 1919; 208 pages. This text refers to the Paperback edition."),
     ("B0007TUTU2", "Girls Ballet Tutu Neon Pink",
-     "High quality 3 layer ballet tutu 12 inches in length. Soft nylon tulle on a 1&quot; elastic waistband that "
+     "Neon pink, high quality 3 layer ballet tutu 12 inches in length. Soft nylon tulle on a 1&quot; elastic waistband that "
      "stretches from 18 to 26 inches. Fits girls ages 4&#8211;10."),
     ("B0007TUTU3", "Girls Ballet Tutu Neon Green",
      "Bright neon green tutu with 4 layers of tulle, 11 inches long, satin ribbon bow at the waist. For toddlers "
@@ -87,7 +90,7 @@ DEMO_RECORDS: tuple[tuple[str, str, str], ...] = (
      "The very first Mog story, published in 1970: Mog forgets she has a cat flap, forgets she has eaten her "
      "supper and finally catches a burglar. Judith Kerr&#8217;s classic picture book, 40 pages, ages 2&#8211;5."),
     ("0007149700", "Goodbye Mog",
-     "Judith Kerr&#8217;s gentle story about the death of a much&#8211;loved pet, and the new kitten who "
+     "Judith Kerr&#8217;s gentle story about the death of Mog, the much&#8211;loved family cat, and the new kitten who "
      "arrives at the Thomas house. 32 pages, ages 4&#8211;8, first published in 2002; over 200,000 copies sold."),
     ("0007215924", "Mog's Christmas",
      "It is Christmas Eve and Mog hates the noise and the tree that walks into the house, so she climbs onto the "
@@ -108,7 +111,7 @@ DEMO_RECORDS: tuple[tuple[str, str, str], ...] = (
      "Clarence Larkin&#8217;s study of the prophecies of Daniel: the four beasts, the seventy weeks and the "
      "image of Nebuchadnezzar. 278 pages with 16 charts, first published in 1929."),
     ("1585161004", "The Book of Genesis",
-     "A chapter&#8211;by&#8211;chapter commentary on the first book of the Bible for small groups: 50 chapters "
+     "A chapter&#8211;by&#8211;chapter commentary on Genesis, the first book of the Bible, for small groups: 50 chapters "
      "in 12 weekly sessions, with maps of Abraham&#8217;s journeys. Paperback, 164 pages, 2004."),
     ("1585161012", "The Book of Psalms",
      "All 150 psalms in the King James Version, set in large 14&#8211;point type with a ribbon marker and a "
@@ -120,9 +123,38 @@ DEMO_RECORDS: tuple[tuple[str, str, str], ...] = (
      "American Baptist pastor, Bible teacher and writer Clarence Larkin was born October 28, 1850, in Chester, "
      "Delaware County, Pennsylvania. He was converted to Christ at the age of 19, worked in a bank, graduated as "
      "a mechanical engineer and was ordained as a Baptist minister in 1884. He spent three years of his life "
-     "designing and drawing the 90 charts of this book, first published in 1918. He went to be with the Lord on "
+     "designing and drawing the 90 charts of Dispensational Truth, first published in 1918. He went to be with the Lord on "
      "January 24, 1924. This text refers to the Paperback edition."),
 )
+
+
+# (title facts, catalogue facts) of the demo records, by uid, in fact_form: what a description of each must state.
+DEMO_FACTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "0000031895": (("tutu", "girls"), ("ages 2-8",)),
+    "0001360000": (("mog",), ("judith kerr", "board books", "ages 6 months-2 years", "30 years")),
+    "0394404289": (("prophet",), ("gibran", "26", "hardcover")),
+    "0933697214": (("revelation",), ("clarence larkin", "35", "1919", "208 pages", "paperback")),
+    "B0007TUTU2": (("neon pink",), ("3 layer", "12 inches", "nylon tulle", "ages 4-10")),
+    "B0007TUTU3": (("neon green",), ("4 layers", "11 inches", "ages 1-3", "hand wash cold")),
+    "B0007TUTU4": (("neon purple",), ("2 layer", "10 inches", "drawstring", "ages 3-6", "polyester")),
+    "B0007TUTU5": (("zebra print",), ("5 layers", "headband", "13 inches", "ages 6-12")),
+    "0439874874": (("delphie", "magic ballerina", "book 6"), ("darcey bussell", "128 pages", "ages 6-9", "2008")),
+    "0007171293": (("mog",), ("32 pages", "ages 3-7", "1995")),
+    "0007171277": (("mog",), ("three foxes", "32 pages", "ages 3-6", "1993")),
+    "0007149654": (("mog",), ("1970", "cat flap", "burglar", "judith kerr", "40 pages", "ages 2-5")),
+    "0007149700": (("mog",), ("judith kerr", "32 pages", "ages 4-8", "2002", "200,000")),
+    "0007215924": (("mog", "christmas"), ("board book", "24 pages", "ages 1-4", "1976")),
+    "0007215932": (("mog", "bad thing"), ("hardcover", "32 pages", "ages 3-6", "2000")),
+    "0394436121": (("prophet",), ("kahlil gibran", "1931", "barbara young", "almustafa", "72 pages", "1933")),
+    "0394430727": (("jesus",), ("kahlil gibran", "77", "1928", "216 pages")),
+    "0394432002": (("parables and poems",), ("1918", "34", "71 pages", "three drawings")),
+    "0933697125": (("daniel",), ("clarence larkin", "278 pages", "16 charts", "1929")),
+    "1585161004": (("genesis",), ("50 chapters", "12 weekly sessions", "abraham", "paperback", "164 pages", "2004")),
+    "1585161012": (("psalms",), ("150", "king james", "14-point", "leather-bound", "320 pages", "6 x 9")),
+    "1585161020": (("job",), ("stephen mitchell", "paperback", "129 pages", "1987", "1992")),
+    "0933697036": (("dispensational truth",),
+                   ("clarence larkin", "1850", "1884", "90 charts", "1918", "1924", "paperback")),
+}
 
 FIRST_NAMES = ("Judith", "Anna", "Carlos", "Mei", "Oliver", "Zoë", "Björn", "Amélie", "Rahul", "Sofia", "Liam",
                "Chiara", "Tomás", "Hannah", "Kenji", "Noor", "Elena", "Marcus", "Ingrid", "Dmitri", "Aisha",
@@ -141,7 +173,6 @@ NOUNS = ("Garden", "River", "Lighthouse", "Kingdom", "Orchard", "Harbor", "Mount
 BOOK_KINDS = ("novel", "memoir", "picture book", "history", "cookbook", "field guide", "collection of stories",
               "biography", "thriller", "study guide")
 BOOK_FORMATS = ("Paperback", "Hardcover", "Board book", "Mass Market Paperback", "Library Binding")
-BOOK_SUFFIXES = ("", "", "", ": A Novel", " (Book {n})", ", Volume {n}", ": {n} Stories", " ({year} Edition)")
 
 COLORS = ("Neon Blue", "Neon Pink", "Black", "White", "Navy", "Red", "Lavender", "Royal Blue", "Hot Pink",
           "Turquoise", "Burgundy", "Mint", "Coral", "Charcoal", "Ivory", "Leopard Print", "Rainbow", "Gold")
@@ -149,10 +180,11 @@ WEARERS = ("Girls", "Womens", "Mens", "Boys", "Toddler", "Unisex Adult", "Kids")
 GARMENTS = ("Ballet Leotard", "Jazz Pants", "Tap Shoes", "Ballet Slippers", "Dance Skirt", "Yoga Leggings",
             "Camisole Leotard", "Wrap Sweater", "Warm-Up Shorts", "Lyrical Dress", "Character Shoes",
             "Convertible Tights", "Hip Hop Sneakers", "Chiffon Skirt", "Unitard")
-MATERIALS = ("100% cotton", "90% nylon, 10% spandex", "soft nylon tulle", "cotton&#8211;spandex blend",
-             "genuine leather", "canvas with a split suede sole", "microfiber", "95% polyester, 5% elastane",
+MATERIALS = ("100% cotton", "nylon and spandex", "soft nylon tulle", "cotton&#8211;spandex blend",
+             "genuine leather", "canvas with a split suede sole", "microfiber", "polyester and elastane",
              "stretch velvet", "organic bamboo jersey")
 SIZES = ("XS", "S", "M", "L", "XL", "Child 4-6", "Child 8-10", "Adult Petite", "Toddler 2T")
+CLOTHING_CARE = ("machine wash cold", "hand wash only", "tumble dry low")
 
 TOY_BRANDS = ("Lumina", "Oakridge", "TinkerTown", "Brightbox", "Kidoodle", "Maple & Moss", "Zippo Zoo",
               "Crème de la Play", "Pip & Pebble", "Wunderbau")
@@ -170,11 +202,25 @@ DIRECTORS = ("Agnès Varga", "Hiro Matsuda", "Paul Keane", "Lucía Ortega", "Fra
 
 HOME_BRANDS = ("Hearthstone", "Nordkök", "Casa Bella", "Ironleaf", "Sunbeam Lane", "Pure & Simple", "Okavango",
                "Belle Époque")
-HOME_ITEMS = ("Tea Kettle", "Dutch Oven", "Throw Blanket", "Table Lamp", "Cutting Board", "Storage Baskets",
-              "Bath Towels", "Wall Clock", "French Press", "Spice Rack", "Knife Block", "Bed Sheet Set",
-              "Candle Holders", "Picture Frames", "Coffee Mugs")
-HOME_MATERIALS = ("stainless steel", "enamelled cast iron", "acacia wood", "borosilicate glass",
-                  "Egyptian cotton", "bamboo", "hand&#8211;woven seagrass", "stoneware", "brushed brass")
+# Each item with the materials it is made of: a cotton kettle would teach the model nonsense.
+HOME_ITEMS = {
+    "Tea Kettle": ("stainless steel", "enamelled cast iron", "borosilicate glass"),
+    "Dutch Oven": ("enamelled cast iron", "stainless steel", "stoneware"),
+    "Throw Blanket": ("Egyptian cotton", "merino wool", "bamboo"),
+    "Table Lamp": ("brushed brass", "stoneware", "acacia wood"),
+    "Cutting Board": ("acacia wood", "bamboo", "walnut"),
+    "Storage Baskets": ("hand&#8211;woven seagrass", "bamboo", "cotton rope"),
+    "Bath Towels": ("Egyptian cotton", "bamboo", "Turkish cotton"),
+    "Wall Clock": ("brushed brass", "acacia wood", "stainless steel"),
+    "French Press": ("borosilicate glass", "stainless steel"),
+    "Spice Rack": ("bamboo", "acacia wood", "stainless steel"),
+    "Knife Block": ("acacia wood", "bamboo", "walnut"),
+    "Bed Sheet Set": ("Egyptian cotton", "bamboo", "linen"),
+    "Candle Holders": ("brushed brass", "borosilicate glass", "stoneware"),
+    "Picture Frames": ("acacia wood", "brushed brass", "walnut"),
+    "Coffee Mugs": ("stoneware", "borosilicate glass", "enamelled steel"),
+}
+HOME_CARE = ("Dishwasher safe", "Hand wash only", "Wipe clean with a damp cloth")
 
 # Contents the reference dropped as too short: realistic fragments, all under 100 characters.
 SHORT_CONTENTS = ("Paperback", "Brand new. Ships fast!", "See description above.", "Used - Good",
@@ -185,15 +231,39 @@ SHORT_CONTENTS = ("Paperback", "Brand new. Ships fast!", "See description above.
 # Generic marketing sentences appended to descriptions: real contents are longer than their facts.
 BLURBS = ("A perfect gift for birthdays, holidays &amp; every day in between.",
           "Customers love the quality&#8212;and so will you.",
-          "Satisfaction guaranteed: if you are not happy, return it within 30 days.",
           "&quot;Simply the best we have tried,&quot; says one of many happy reviewers.",
           "Designed with care and tested by families who know what works.",
-          "Every detail has been thought through, from the packaging to the finish.",
-          "Our customers&#8217; favourite for years, now better than ever.",
           "Makes a wonderful addition to any collection.")
+MAX_BLURBS = 1
 LONG_PARAGRAPH = ("Reviewers called it &quot;{adjective_lower} and unforgettable&quot;, and readers in {count} "
                   "countries agreed. Chapter {n} alone runs to {pages} pages, with notes, maps and an index. "
                   "The {year} edition adds a new afterword by {first} {last}.")
+_DASHES = str.maketrans({"\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-", "\u2212": "-",
+                         "\u2019": "'", "\u2018": "'", "\u00a0": " "})
+
+
+def fact_form(text: str) -> str:
+    """How facts are stored and matched: entities decoded, lower case, one kind of dash and apostrophe, single spaces."""
+    return " ".join(html.unescape(text).translate(_DASHES).lower().split())
+
+
+def states(text: str, fact: str) -> bool:
+    """Whether a text states a fact: the fact's words, whole, in the text (compared in fact_form)."""
+    return re.search(rf"(?<!\w){re.escape(fact_form(fact))}(?!\w)", fact_form(text)) is not None
+
+
+@dataclass(frozen=True)
+class Product:
+    """One generated product: its title and content, and the facts a description of it must state.
+
+    Title facts are in the title and the description (a model can copy them from the prompt); catalogue facts are
+    only in the description (a model can only know them from training or from retrieved context).
+    """
+
+    title: str
+    content: str
+    title_facts: tuple[str, ...] = ()
+    catalogue_facts: tuple[str, ...] = ()
 
 
 def _ages(rng: random.Random) -> tuple[int, int]:
@@ -212,68 +282,114 @@ def _phrase(rng: random.Random) -> str:
     ))
 
 
-def _book(rng: random.Random) -> tuple[str, str]:
+def _book(rng: random.Random) -> Product:
     first, last, year = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES), rng.randint(1950, 2013)
-    title = _phrase(rng) + rng.choice(BOOK_SUFFIXES).format(n=rng.randint(1, 12), year=year)
-    youngest, oldest = _ages(rng)
-    content = (f"{first} {last}&#8217;s {rng.choice(ADJECTIVES).lower()} {rng.choice(BOOK_KINDS)} about a "
-               f"{rng.choice(NOUNS).lower()} and the people who love it. {rng.choice(BOOK_FORMATS)}, "
-               f"{rng.randint(24, 900)} pages, first published in {year}.")
+    pages, book_format, number = rng.randint(24, 900), rng.choice(BOOK_FORMATS), rng.randint(1, 12)
+    title, title_facts, series = _phrase(rng), [], ""
+    suffix = rng.choice(("", "", "book", "volume", "edition", "format"))
+    if suffix == "book":
+        title, series = title + f" (Book {number})", f" Book {number} of the series."
+        title_facts.append(f"book {number}")
+    elif suffix == "volume":
+        title, series = title + f", Volume {number}", f" Volume {number} of the collection."
+        title_facts.append(f"volume {number}")
+    elif suffix == "edition":
+        title += f" ({year} Edition)"
+        title_facts.append(str(year))
+    elif suffix == "format":
+        title += f" ({book_format})"
+        title_facts.append(fact_form(book_format))
+    content = (f"A {rng.choice(ADJECTIVES).lower()} {rng.choice(BOOK_KINDS)} by {first} {last} about a "
+               f"{rng.choice(NOUNS).lower()} and the people who love it. {book_format}, {pages} pages, first "
+               f"published in {year}.{series}")
+    catalogue_facts = [fact_form(f"{first} {last}"), f"{pages} pages"]
+    catalogue_facts += [fact for fact in (str(year), fact_form(book_format)) if fact not in title_facts]
     if rng.random() < 0.4:
+        youngest, oldest = _ages(rng)
         content += f" Ages {youngest}&#8211;{oldest}."
-    return title, content
+        catalogue_facts.append(f"ages {youngest}-{oldest}")
+    return Product(title, content, tuple(title_facts), tuple(catalogue_facts))
 
 
-def _clothing(rng: random.Random) -> tuple[str, str]:
-    color, size = rng.choice(COLORS), rng.choice(SIZES)
-    title = f"{rng.choice(WEARERS)} {rng.choice(GARMENTS)} {color} Style {rng.randint(100, 9999)}"
+def _clothing(rng: random.Random) -> Product:
+    color, size, wearer, garment = rng.choice(COLORS), rng.choice(SIZES), rng.choice(WEARERS), rng.choice(GARMENTS)
+    material, care, length = rng.choice(MATERIALS), rng.choice(CLOTHING_CARE), rng.randint(8, 40)
+    youngest, oldest = _ages(rng)
+    title = f"{wearer} {garment} {color}"
+    title_facts = [fact_form(color)]
+    size_fact = fact_form(f"size {size}")
     if rng.random() < 0.5:
         title += f" Size {size}"
-    youngest, oldest = _ages(rng)
-    content = (f"{color} dance wear made of {rng.choice(MATERIALS)}, size {size}, "
-               f"{rng.randint(8, 40)} inches long. Fits ages {youngest}-{oldest}; "
-               f"{rng.choice(('machine wash cold', 'hand wash only', 'tumble dry low'))}. "
-               "Perfect for class, recitals &amp; competitions.")
-    return title, content
+        title_facts.append(size_fact)
+    content = (f"{color} {garment.lower()} for {wearer.lower()}, size {size}. Made of {material}, {length} inches "
+               f"long; fits ages {youngest}-{oldest}. {care.capitalize()}. Perfect for class, recitals &amp; "
+               "competitions.")
+    catalogue_facts = [fact_form(material), f"{length} inches", f"ages {youngest}-{oldest}", care]
+    if size_fact not in title_facts:
+        catalogue_facts.append(size_fact)
+    return Product(title, content, tuple(title_facts), tuple(catalogue_facts))
 
 
-def _toy(rng: random.Random) -> tuple[str, str]:
+def _toy(rng: random.Random) -> Product:
+    brand, toy, material = rng.choice(TOY_BRANDS), rng.choice(TOYS), rng.choice(TOY_MATERIALS)
     pieces, youngest = rng.choice((12, 24, 36, 48, 50, 60, 100, 120, 250, 500)), rng.randint(1, 8)
-    title = (f"{rng.choice(TOY_BRANDS)} {rng.choice(ADJECTIVES)} {rng.choice(NOUNS)} {rng.choice(TOYS)}, "
-             f"{pieces} Pieces, Ages {youngest}+")
-    content = (f"A set of {pieces} pieces made of {rng.choice(TOY_MATERIALS)}, for ages {youngest} and up. "
-               f"Comes in a {rng.randint(8, 24)} x {rng.randint(6, 18)} inch storage box")
-    content += (f" and needs {rng.randint(2, 4)} AA batteries (not included)." if rng.random() < 0.3
-                else "; no batteries needed.")
-    return title, content
-
-
-def _music_or_movie(rng: random.Random) -> tuple[str, str]:
-    year = rng.randint(1960, 2013)
-    if rng.random() < 0.5:
-        artist = rng.choice(ARTISTS)
-        title = f"{_phrase(rng)} [Audio CD, {year}] {artist}"
-        content = (f"{artist}&#8217;s {rng.choice(GENRES)} album from {year}: {rng.randint(8, 18)} tracks, "
-                   f"{rng.randint(35, 79)} minutes, remastered &amp; with a {rng.randint(8, 32)}-page booklet.")
+    width, height = rng.randint(8, 24), rng.randint(6, 18)
+    title = f"{brand} {toy}, {pieces} Pieces, Ages {youngest}+"
+    content = (f"{brand} {toy.lower()}: {pieces} pieces made of {material}, for ages {youngest} and up. Comes in a "
+               f"{width} x {height} inch storage box")
+    catalogue_facts = [fact_form(material), f"{width} x {height} inch"]
+    if rng.random() < 0.3:
+        batteries = rng.randint(2, 4)
+        content += f" and needs {batteries} AA batteries (not included)."
+        catalogue_facts.append(f"{batteries} aa batteries")
     else:
-        title = f"{_phrase(rng)} (DVD, {year})"
-        content = (f"Directed by {rng.choice(DIRECTORS)} in {year}; rated {rng.choice(MOVIE_RATINGS)}, "
-                   f"{rng.randint(78, 185)} minutes, widescreen, English and Spanish subtitles. "
-                   f"Special features: {rng.randint(2, 9)} deleted scenes and a &quot;making of&quot;.")
-    return title, content
+        content += "; no batteries needed."
+        catalogue_facts.append("no batteries")
+    return Product(title, content, (fact_form(brand), f"{pieces} pieces", f"ages {youngest}"), tuple(catalogue_facts))
 
 
-def _home(rng: random.Random) -> tuple[str, str]:
-    material, item = rng.choice(HOME_MATERIALS), rng.choice(HOME_ITEMS)
+def _music(rng: random.Random) -> Product:
+    year, artist, genre = rng.randint(1960, 2013), rng.choice(ARTISTS), rng.choice(GENRES)
+    tracks, minutes, booklet = rng.randint(8, 18), rng.randint(35, 79), rng.randint(8, 32)
+    title = f"{_phrase(rng)} [Audio CD, {year}] {artist}"
+    content = (f"Audio CD: {artist}&#8217;s {genre} album from {year}, {tracks} tracks, {minutes} minutes, "
+               f"remastered &amp; with a {booklet}-page booklet.")
+    return Product(title, content, (fact_form(artist), str(year), "audio cd"),
+                   (genre, f"{tracks} tracks", f"{minutes} minutes", f"{booklet}-page booklet"))
+
+
+def _movie(rng: random.Random) -> Product:
+    year, director, rating = rng.randint(1960, 2013), rng.choice(DIRECTORS), rng.choice(MOVIE_RATINGS)
+    minutes, scenes = rng.randint(78, 185), rng.randint(2, 9)
+    title = f"{_phrase(rng)} (DVD, {year})"
+    content = (f"DVD of the {year} film directed by {director}; rated {rating}, {minutes} minutes, widescreen, "
+               f"English and Spanish subtitles. Special features: {scenes} deleted scenes and a &quot;making "
+               "of&quot;.")
+    return Product(title, content, ("dvd", str(year)),
+                   (fact_form(director), fact_form(f"rated {rating}"), f"{minutes} minutes", f"{scenes} deleted scenes"))
+
+
+def _music_or_movie(rng: random.Random) -> Product:
+    return _music(rng) if rng.random() < 0.5 else _movie(rng)
+
+
+def _home(rng: random.Random) -> Product:
+    brand, item, color = rng.choice(HOME_BRANDS), rng.choice(tuple(HOME_ITEMS)), rng.choice(COLORS)
+    material = rng.choice(HOME_ITEMS[item])
     count = rng.choice((1, 2, 4, 6, 8, 12))
     width, depth = rng.randint(4, 30), rng.randint(4, 30)
-    title = f"{rng.choice(HOME_BRANDS)} {material.replace('&#8211;', '-').title()} {item} {width} x {depth} Inch"
+    warranty, care, days = rng.randint(1, 10), rng.choice(HOME_CARE), rng.randint(1, 5)
+    title = f"{brand} {fact_form(material).title()} {item} {width} x {depth} Inch"
+    title_facts = [fact_form(brand), fact_form(material), f"{width} x {depth}"]
+    content = f"{brand} {item.lower()} in {material}, {width} x {depth} inches"
     if count > 1:
         title += f", Set of {count}"
-    content = (f"Set of {count} made of {material}, {width} x {depth} inches, "
-               f"{rng.randint(1, 10)}&#8209;year warranty. {rng.choice(('Dishwasher safe', 'Hand wash only'))}; "
-               f"ships in {rng.randint(1, 5)} business days.")
-    return title, content
+        content += f", set of {count}"
+        title_facts.append(f"set of {count}")
+    content += (f". Colour: {color}. Comes with a {warranty}&#8209;year warranty; {care.lower()}. Ships in {days} "
+                "business days.")
+    return Product(title, content, tuple(title_facts),
+                   (fact_form(color), f"{warranty}-year warranty", care.lower(), f"{days} business days"))
 
 
 CATEGORY_MAKERS = (_book, _book, _clothing, _toy, _music_or_movie, _home)  # books dominate, as on Amazon
@@ -312,65 +428,123 @@ def _uid(index: int) -> str:
     return f"B{(index * 7919 + 1_000_003) % 10**9:09d}"
 
 
-def generate_records(n_records: int, seed: int = DEFAULT_SEED) -> Iterator[dict]:
-    """Yield ``n_records`` trn.json records, the same ones for the same seed; demo products come first."""
+def _with_facts_sorted(product: Product) -> Product:
+    """A catalogue fact that the title happens to state too (an author named in a title phrase) is a title fact."""
+    in_title = tuple(fact for fact in product.catalogue_facts if states(product.title, fact))
+    if not in_title:
+        return product
+    return replace(product, title_facts=product.title_facts + in_title,
+                   catalogue_facts=tuple(fact for fact in product.catalogue_facts if fact not in in_title))
+
+
+def _described(rng: random.Random, product: Product) -> Product:
+    """The product with the untidiness of real contents: marketing blurbs, rarely a very long text, odd spacing."""
+    content = product.content + "".join(" " + blurb for blurb in rng.sample(BLURBS, rng.randint(0, MAX_BLURBS)))
+    if rng.random() < LONG_SHARE:
+        paragraphs = (LONG_PARAGRAPH.format(**_placeholders(rng)) for _ in range(rng.randint(10, 40)))
+        content += " " + " ".join(paragraphs)
+    return replace(product, content=_untidy(rng, content))
+
+
+def generate_products(n_records: int, seed: int = DEFAULT_SEED) -> Iterator[tuple[str, Product, list, list]]:
+    """(uid, product, target_ind, target_rel) for ``n_records`` records, the same for the same seed; demos first.
+
+    A product whose content is empty or short carries no facts (there is no description to state them).
+    """
     rng = random.Random(seed)
-    recent_titles: list[str] = []
+    recent: list[Product] = []
     for index in range(n_records):
         if index < len(DEMO_RECORDS):
             uid, title, content = DEMO_RECORDS[index]
+            product = Product(title, content, *DEMO_FACTS[uid])
         else:
             uid = _uid(index)
-            title, content = rng.choice(CATEGORY_MAKERS)(rng)
+            product = _with_facts_sorted(rng.choice(CATEGORY_MAKERS)(rng))
             roll = rng.random()
             if roll < EMPTY_SHARE:
-                content = ""
+                product = Product(product.title, "")
             elif roll < EMPTY_SHARE + SHORT_SHARE:
-                content = rng.choice(SHORT_CONTENTS).format(**_placeholders(rng))
+                product = Product(product.title, rng.choice(SHORT_CONTENTS).format(**_placeholders(rng)))
+            elif roll < EMPTY_SHARE + SHORT_SHARE + DUPLICATE_SHARE and recent:
+                # A listing scraped twice: a recent product again, under another uid.
+                product = rng.choice(recent)
             else:
-                if roll < EMPTY_SHARE + SHORT_SHARE + DUPLICATE_SHARE and recent_titles:
-                    title = rng.choice(recent_titles)
-                content += "".join(" " + rng.choice(BLURBS) for _ in range(rng.randint(0, 4)))
-                if rng.random() < LONG_SHARE:
-                    paragraphs = (LONG_PARAGRAPH.format(**_placeholders(rng)) for _ in range(rng.randint(10, 40)))
-                    content += " " + " ".join(paragraphs)
-                content = _untidy(rng, content)
-            recent_titles.append(title)
-            if len(recent_titles) > RECENT_TITLES_KEPT:
-                recent_titles.pop(0)
+                product = _described(rng, product)
+                recent.append(product)
+                if len(recent) > RECENT_TITLES_KEPT:
+                    recent.pop(0)
         target_ind, target_rel = _targets(rng)
-        yield {"uid": uid, "title": title, "content": content, "target_ind": target_ind, "target_rel": target_rel}
+        yield uid, product, target_ind, target_rel
+
+
+def generate_records(n_records: int, seed: int = DEFAULT_SEED) -> Iterator[dict]:
+    """Yield ``n_records`` trn.json records, the same ones for the same seed; demo products come first."""
+    for uid, product, target_ind, target_rel in generate_products(n_records, seed):
+        yield {"uid": uid, "title": product.title, "content": product.content, "target_ind": target_ind,
+               "target_rel": target_rel}
+
+
+def facts_path(sample_path: Path | str) -> Path:
+    """Where the facts of a sample live: beside it, trn.json → trn_facts.json."""
+    sample_path = Path(sample_path)
+    return sample_path.with_name(f"{sample_path.name.split('.')[0]}_facts.json")
 
 
 def write_sample(path: Path | str, n_records: int, seed: int = DEFAULT_SEED, progress: bool = False) -> Path:
-    """Stream ``n_records`` generated records to ``path`` as JSON lines (written to a temporary file first)."""
+    """Stream ``n_records`` generated records to ``path`` as JSON lines, and their facts beside it (facts_path).
+
+    Both are written to temporary files first. The facts file has one line per record with a description:
+    {"uid", "title_facts", "catalogue_facts"}.
+    """
     from helpers.quiet import progress as progress_bar
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
+    partial, facts_partial = path.with_name(path.name + ".partial"), path.with_name(facts_path(path).name + ".partial")
     encoder = msgspec.json.Encoder()
-    records = generate_records(n_records, seed)
+    products = generate_products(n_records, seed)
     if progress:
-        records = progress_bar(records, total=n_records, unit="records", desc=f"writing {path.name}",
-                               mininterval=2.0)
-    with partial.open("wb", buffering=1 << 20) as output:
-        for record in records:
-            output.write(encoder.encode(record))
+        products = progress_bar(products, total=n_records, unit="records", desc=f"writing {path.name}",
+                                mininterval=2.0)
+    with partial.open("wb", buffering=1 << 20) as output, facts_partial.open("wb") as facts_output:
+        for uid, product, target_ind, target_rel in products:
+            output.write(encoder.encode({"uid": uid, "title": product.title, "content": product.content,
+                                         "target_ind": target_ind, "target_rel": target_rel}))
             output.write(b"\n")
+            if product.title_facts or product.catalogue_facts:
+                facts_output.write(encoder.encode({"uid": uid, "title_facts": product.title_facts,
+                                                   "catalogue_facts": product.catalogue_facts}))
+                facts_output.write(b"\n")
     partial.replace(path)
+    facts_partial.replace(facts_path(path))
     return path
 
 
+def load_facts(sample_path: Path | str | None = None) -> dict[str, dict[str, tuple[str, ...]]]:
+    """uid → {"title_facts", "catalogue_facts"} of a sample; empty for a file without facts (the real trn.json)."""
+    facts_file = facts_path(sample_path or paths().raw_sample)
+    if not facts_file.is_file():
+        return {}
+    facts = {}
+    with facts_file.open("rb") as source:
+        for line in source:
+            record = msgspec.json.decode(line)
+            facts[record["uid"]] = {"title_facts": tuple(record["title_facts"]),
+                                    "catalogue_facts": tuple(record["catalogue_facts"])}
+    return facts
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write an AmazonTitles-style trn.json sample (JSON lines).")
+    parser = argparse.ArgumentParser(description="Write an AmazonTitles-style trn.json sample (JSON lines) and "
+                                                 "its facts (trn_facts.json).")
     parser.add_argument("--records", type=int, default=SAMPLE_RECORDS,
                         help=f"number of records (the real file has {FULL_SIZE_RECORDS:,})")
     parser.add_argument("--output", type=Path, default=paths().raw_sample, help="where to write the JSON lines")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     arguments = parser.parse_args(argv)
     write_sample(arguments.output, arguments.records, arguments.seed, progress=True)
-    print(f"wrote {arguments.records:,} records to {arguments.output}")
+    print(f"wrote {arguments.records:,} records to {arguments.output} and their facts to "
+          f"{facts_path(arguments.output)}")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from helpers.config import Profile, active_profile, paths
+from helpers.config import Profile, active_profile, embedding_model_name, paths
 from helpers.data import shown_figure
 from helpers.models import FastLanguageModel, display_path
 from helpers.quiet import without_printed_noise
@@ -27,6 +27,7 @@ from helpers.measurement import (  # noqa: E402,F401  (re-exported: callers use 
     PeakMemorySampler,
     StepProgress,
     TokenCounter,
+    TrainingExamples,
     TrainingStats,
     batch_tokens,
     build_trainer,
@@ -35,9 +36,11 @@ from helpers.measurement import (  # noqa: E402,F401  (re-exported: callers use 
     sft_config,
     sft_settings,
     to_training_texts,
+    too_long_to_train,
     train_with_stats,
     trainer_output_dir,
     training_dataset,
+    training_examples,
 )
 
 import pandas as pd  # noqa: E402
@@ -47,8 +50,6 @@ from trl import SFTConfig  # noqa: E402
 # The reference's run on an RTX 4060, from its own training log (its text claimed 2:30 h).
 REFERENCE_TRAINING_SECONDS = 49_274.93
 REFERENCE_SAMPLES_PER_SECOND = 0.203
-# Unsloth's CPU backend patches gradient checkpointing; "unsloth" is what its notebooks pass.
-GRADIENT_CHECKPOINTING = "unsloth"
 PRECISION_COMPARISON_STEPS = 4
 
 
@@ -73,7 +74,7 @@ def add_lora(model, profile: Profile):
             lora_alpha=profile.lora_alpha,
             lora_dropout=profile.lora_dropout,
             bias="none",
-            use_gradient_checkpointing=GRADIENT_CHECKPOINTING,
+            use_gradient_checkpointing=profile.gradient_checkpointing,
             random_state=profile.seed,
         )
 
@@ -109,6 +110,17 @@ def plot_loss_curve(stats: TrainingStats, profile: Profile) -> Figure:
     paths().figures.mkdir(parents=True, exist_ok=True)
     figure.savefig(paths().figures / f"loss_curve_{profile.name}.png", dpi=120, bbox_inches="tight")
     return figure
+
+
+def loss_trend(stats: TrainingStats) -> str:
+    """Whether the loss fell: the mean of the last quarter of the steps against the first quarter's.
+
+    One step's loss depends on which examples its batch holds (with retrieved context the answer stands in the
+    prompt and is cheap to predict), so single steps are compared in quarters, not one against another.
+    """
+    quarter = max(1, len(stats.losses) // 4)
+    first, last = sum(stats.losses[:quarter]) / quarter, sum(stats.losses[-quarter:]) / quarter
+    return "falling" if last < first else "NOT falling"
 
 
 # --- Saving and the adapter contract ---------------------------------------------------------------------------
@@ -161,6 +173,11 @@ def adapter_fingerprint(profile: Profile) -> dict:
         "sft_config": settings,
         "prompt_template_sha256": hashlib.sha256(ALPACA_TEMPLATE.encode()).hexdigest(),
         "training_records_sha256": records_sha256(select_training_records(train, profile)),
+        # The retrieved context of the RAG share of the prompts: who the neighbours are and how they are shown.
+        "rag_context": {"share": profile.rag_training_share, "k": profile.retriever_k,
+                        "context_words": profile.context_words,
+                        "embedding_model": embedding_model_name(profile.embedding_model),
+                        "pool_sha256": records_sha256(train)},
     }
 
 
