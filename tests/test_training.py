@@ -205,7 +205,7 @@ def test_training_statistics_are_measured(trained):
     lengths = [len(tokenizer(prompt + completion, add_special_tokens=False)["input_ids"])
                for prompt, completion in zip(dataset["prompt"], dataset["completion"])]
     assert max(lengths) <= TINY.max_seq_length and stats.tokens == sum(lengths)
-    assert 0 < stats.wall_seconds <= outer_seconds
+    assert 0 < stats.wall_seconds <= outer_seconds + 0.005  # wall_seconds is rounded to hundredths
     assert stats.tokens_per_second > 0 and stats.samples_per_second > 0
     assert all(loss > 0 for loss in stats.losses)
     assert 0.2 < stats.peak_memory_gb < 24 and stats.peak_memory_kind == "process RSS"
