@@ -172,6 +172,11 @@ def generate_answers(
     return answers
 
 
+def answer_products(model, tokenizer, products: list[str], profile: Profile, **options) -> list[Answer]:
+    """Each product's answer to the course's prompt (format_prompt), as generate_answers gives it."""
+    return generate_answers(model, tokenizer, [format_prompt(product) for product in products], profile, **options)
+
+
 def generate(model, tokenizer, prompts: list[str], profile: Profile, **options) -> list[str]:
     """The answer texts alone (generate_answers, which also says how each answer ended)."""
     return [answer.text for answer in generate_answers(model, tokenizer, prompts, profile, **options)]
@@ -351,8 +356,7 @@ def ensure_baseline_counts(profile: Profile, products: list[str]) -> dict[str, i
             return saved["counts"]
     print(f"{display_path(path)} is missing or for other products: the foundation model answers them first")
     model, tokenizer = load_model(profile)
-    answers = generate_answers(model, tokenizer, [format_prompt(product) for product in products], profile)
-    counts = failure_mode_counts(products, answers)
+    counts = failure_mode_counts(products, answer_products(model, tokenizer, products, profile))
     save_baseline_counts(counts, products, profile)
     return counts["answers"].to_dict()
 
