@@ -2,6 +2,9 @@
 #   make course   run notebooks 01-06 in order on the active profile, outputs under outputs/, notebooks executed in place
 #   make test     unit tests + nbval re-execution of every notebook (what CI runs)
 #   make bench    the performance benchmarks (not timed tests; numbers under outputs/benchmarks/)
+#   make student  the student versions of the notebooks, student/NN_*.ipynb (nbgrader generate_assignment)
+#   make grade SUBMISSION=path   grade a submitted notebook, or a folder of them (one sub-folder per student);
+#                 reports (JSON + Markdown, and summary.csv for a folder) go to graded/ beside it, or to REPORTS=dir
 # The environment everything runs in is the one scripts/setup.sh chooses (COURSE_ENV, VENV, an active conda
 # environment other than base, else .venv; see the script's header). It is asked here once, so the set-up and every
 # recipe below use the same python and jupyter. COURSE_ENV and VENV may be given on the command line or exported.
@@ -10,7 +13,7 @@ BIN        = $(if $(ENV_PREFIX),$(ENV_PREFIX)/bin,$(error scripts/setup.sh could
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 export PYTHONHASHSEED := 0
 
-.PHONY: setup course test unit nbval bench clean-outputs
+.PHONY: setup course test unit nbval bench student grade clean-outputs
 
 setup:
 	@COURSE_ENV='$(COURSE_ENV)' VENV='$(VENV)' bash scripts/setup.sh
@@ -34,6 +37,14 @@ nbval:
 
 bench: setup
 	$(BIN)/python benchmarks/preprocessing.py
+
+student: setup
+	$(BIN)/python -m helpers.lab student
+
+grade: setup
+	@if [ -z "$(SUBMISSION)" ]; then \
+		echo "usage: make grade SUBMISSION=path/to/NN_name.ipynb (or a folder of them) [REPORTS=dir]" >&2; exit 2; fi
+	$(BIN)/python -m helpers.lab grade "$(SUBMISSION)" $(if $(REPORTS),--report-dir "$(REPORTS)")
 
 clean-outputs:
 	rm -rf outputs/processed outputs/adapters outputs/chroma

@@ -218,7 +218,9 @@ def cpu_profile() -> Profile:
         min_description_chars=100,
         train_examples=160,
         epochs=1,
-        batch_size=4,
+        # Measured on a 2-core AVX2 CPU (held-out, 60 products): batches of 4 (40 steps, 467 s) stopped 80% and looped
+        # 15%; batches of 2 (80 steps, 516 s) stopped 95% and looped 3%. Twice the updates for the same tokens.
+        batch_size=2,
         gradient_accumulation_steps=1,
         learning_rate=2e-3,
         warmup_steps=3,
@@ -277,7 +279,20 @@ def gpu_profile() -> Profile:
     )
 
 
-PROFILES = {"cpu": cpu_profile, "gpu": gpu_profile}
+def lab_profile() -> Profile:
+    """The grader's profile: the cpu profile's models and code on a tiny slice, so a notebook grades in a minute or
+    two. Exercises are checked on fixed inputs, so their tests pass the same here; the numbers are not the course's."""
+    return replace(
+        cpu_profile(),
+        name="lab",
+        description="Grading (make grade): the cpu profile on a tiny slice; its numbers are not the course's.",
+        train_examples=8,
+        eval_examples=3,
+        max_new_tokens=24,
+    )
+
+
+PROFILES = {"cpu": cpu_profile, "gpu": gpu_profile, "lab": lab_profile}
 
 
 def cuda_available() -> bool:

@@ -249,6 +249,28 @@ def with_changed_description(documents: Sequence[Document], title: str,
             if document.metadata["title"] == title else document for document in documents]
 
 
+def reindexing_counts(documents: Sequence[Document]) -> dict[str, dict[str, int]]:
+    """What the indexing API does with ``documents`` run twice, then with the first one's description changed:
+    an in-memory record manager and store and a fake embedding, with the course's keys (sha256, source id "uid").
+    Seconds, not minutes: for checking that documents are built so that a re-run adds nothing."""
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+    from langchain_core.indexing import InMemoryRecordManager, index
+    from langchain_core.vectorstores import InMemoryVectorStore
+
+    record_manager = InMemoryRecordManager(namespace="reindexing-check")
+    record_manager.create_schema()
+    store = InMemoryVectorStore(DeterministicFakeEmbedding(size=8))
+    first = documents[0]
+    changed = [Document(id=first.id, metadata=first.metadata, page_content=f"{first.page_content} (changed)"),
+               *documents[1:]]
+    runs = {}
+    for run, batch in (("first run", documents), ("second run", documents), ("one changed", changed)):
+        result = index(list(batch), record_manager, store, cleanup="incremental", source_id_key="uid",
+                       key_encoder="sha256")
+        runs[run] = {key: int(value) for key, value in result.items()}
+    return runs
+
+
 def retriever(store, profile: Profile):
     return store.as_retriever(search_kwargs={"k": profile.retriever_k})
 
