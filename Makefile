@@ -4,7 +4,8 @@
 #   make bench    the performance benchmarks (not timed tests; numbers under outputs/benchmarks/)
 #   make student  the student versions of the notebooks, student/NN_*.ipynb (nbgrader generate_assignment)
 #   make grade SUBMISSION=path   grade a submitted notebook, or a folder of them (one sub-folder per student);
-#                 reports (JSON + Markdown, and summary.csv for a folder) go to graded/ beside it, or to REPORTS=dir
+#                 reports (JSON + Markdown, and summary.csv for a folder) go to graded/ beside it, or to REPORTS=dir;
+#                 GRADE_ARGS="--cell-timeout S --timeout S --profile NAME" passes options to python -m helpers.lab grade
 # The environment everything runs in is the one scripts/setup.sh chooses (COURSE_ENV, VENV, an active conda
 # environment other than base, else .venv; see the script's header). It is asked here once, so the set-up and every
 # recipe below use the same python and jupyter. COURSE_ENV and VENV may be given on the command line or exported.
@@ -44,7 +45,7 @@ student: setup
 grade: setup
 	@if [ -z "$(SUBMISSION)" ]; then \
 		echo "usage: make grade SUBMISSION=path/to/NN_name.ipynb (or a folder of them) [REPORTS=dir]" >&2; exit 2; fi
-	$(BIN)/python -m helpers.lab grade "$(SUBMISSION)" $(if $(REPORTS),--report-dir "$(REPORTS)")
+	$(BIN)/python -m helpers.lab grade "$(SUBMISSION)" $(if $(REPORTS),--report-dir "$(REPORTS)") $(GRADE_ARGS)
 
 clean-outputs:
 	rm -rf outputs/processed outputs/adapters outputs/chroma

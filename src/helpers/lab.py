@@ -25,7 +25,9 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
+from contextlib import contextmanager
 import sys
 import tempfile
 import time
@@ -119,6 +121,26 @@ def exercise_points(notebook: nbformat.NotebookNode) -> dict[str, float]:
     """Points of every graded cell (tests and hand-graded answers), by grade_id."""
     return {cell.metadata.nbgrader.grade_id: float(cell.metadata.nbgrader.get("points", 0))
             for cell in notebook.cells if cell.metadata.get("nbgrader", {}).get("grade")}
+
+
+@contextmanager
+def unavailable(module, *names: str):
+    """Within the block, the named helpers raise instead of answering: the hidden tests call a student's function
+    here, so that an exercise is not solved by calling the helper it asks the student to write."""
+    originals = {name: getattr(module, name) for name in names}
+
+    def refuse(name):
+        def refused(*args, **kwargs):
+            raise AssertionError(f"{module.__name__}.{name} is what this exercise asks you to write: write it yourself")
+        return refused
+
+    try:
+        for name in names:
+            setattr(module, name, refuse(name))
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(module, name, original)
 
 
 # --- Finding submissions ------------------------------------------------------------------------------------------
@@ -305,23 +327,32 @@ def autograde(course: Path, notebook: str, student: str, root: Path, profile: st
                f"--CourseDirectory.root={course}", f"--CourseDirectory.db_url=sqlite:///{course / 'gradebook.db'}",
                f"--Execute.timeout={cell_timeout}", "--Autograde.create_student=True"]
     started = time.perf_counter()
+    # A session of its own, so that a timeout stops nbgrader *and* the kernel it started (a looping cell would
+    # otherwise keep a core busy after the grader has moved on).
+    process = subprocess.Popen(command, cwd=course, env={**kernel_environment(root, profile), **guard},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        completed = subprocess.run(command, cwd=course, env={**kernel_environment(root, profile), **guard},
-                                   capture_output=True,
-                                   text=True, timeout=notebook_timeout, start_new_session=True)
-    except subprocess.TimeoutExpired as expired:
+        _, log = process.communicate(timeout=notebook_timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        _, log = process.communicate()
         return {"status": "timed out", "seconds": round(time.perf_counter() - started, 1),
                 "detail": f"the notebook did not finish within {notebook_timeout} s and was stopped",
-                "log": _text(expired.stderr)[-3000:]}
+                "log": (log or "")[-3000:]}
     seconds = round(time.perf_counter() - started, 1)
-    if completed.returncode != 0:
+    stop_leftovers(process.pid)
+    if process.returncode != 0:
         return {"status": "grader error", "seconds": seconds, "detail": f"nbgrader autograde exited with "
-                f"{completed.returncode}", "log": completed.stderr[-3000:]}
-    return {"status": "graded", "seconds": seconds, "detail": "", "log": completed.stderr[-3000:]}
+                f"{process.returncode}", "log": (log or "")[-3000:]}
+    return {"status": "graded", "seconds": seconds, "detail": "", "log": (log or "")[-3000:]}
 
 
-def _text(output) -> str:
-    return output.decode(errors="replace") if isinstance(output, bytes) else (output or "")
+def stop_leftovers(session: int) -> None:
+    """Whatever the run left behind in its session (a kernel nbgrader could not shut down, a child of a cell)."""
+    try:
+        os.killpg(session, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def gradebook_scores(course: Path, notebook: str, student: str) -> dict[str, dict]:
@@ -593,6 +624,10 @@ def reference_run(notebook: str, profile: str, cell_timeout: int, notebook_timeo
         if report["status"] != "graded" or not executed_file.is_file():
             raise LabError(f"the solution of {notebook} could not be executed for reference: {report['detail']} "
                            f"({report_file})")
+        if report["errors"] or report["autograded score"] != report["autograded max_score"]:
+            raise LabError(f"the solution of {notebook} does not pass its own tests on the {profile} profile "
+                           f"({report['autograded score']:g}/{report['autograded max_score']:g}, errors: "
+                           f"{report['errors']}); see {report_file}")
         key_file.write_text(key)
     return nbformat.read(executed_file, as_version=4), json.loads(report_file.read_text())
 
