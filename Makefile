@@ -1,8 +1,10 @@
 # The course's commands. Each one bootstraps the set-up first (idempotent, seconds when done).
-#   make course   run notebooks 01-06 in order on the active profile, outputs under outputs/, notebooks executed in place
+#   make course   run notebooks 01-07 in order on the active profile, outputs under outputs/, notebooks executed in place
 #   make test     unit tests + nbval re-execution of every notebook (what CI runs)
 #   make bench    the performance benchmarks (not timed tests; numbers under outputs/benchmarks/)
 #   make student  the student versions of the notebooks, student/NN_*.ipynb (nbgrader generate_assignment)
+#   make serve    the course's service on http://$(HOST):$(PORT) (default 127.0.0.1:8000), on the active profile:
+#                 OpenAI-compatible API at /v1, a page at /; add users with python -m helpers.serving adduser NAME
 #   make grade SUBMISSION=path   grade a submitted notebook, or a folder of them (one sub-folder per student);
 #                 reports (JSON + Markdown, and summary.csv for a folder) go to graded/ beside it, or to REPORTS=dir;
 #                 GRADE_ARGS="--cell-timeout S --timeout S --profile NAME" passes options to python -m helpers.lab grade
@@ -13,8 +15,10 @@ ENV_PREFIX := $(shell COURSE_ENV='$(COURSE_ENV)' VENV='$(VENV)' bash scripts/set
 BIN        = $(if $(ENV_PREFIX),$(ENV_PREFIX)/bin,$(error scripts/setup.sh could not choose an environment: see above))
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 export PYTHONHASHSEED := 0
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
-.PHONY: setup course test unit nbval bench student grade clean-outputs
+.PHONY: setup course test unit nbval bench serve student grade clean-outputs
 
 setup:
 	@COURSE_ENV='$(COURSE_ENV)' VENV='$(VENV)' bash scripts/setup.sh
@@ -38,6 +42,9 @@ nbval:
 
 bench: setup
 	$(BIN)/python benchmarks/preprocessing.py
+
+serve: setup
+	$(BIN)/python -m helpers.serving serve --host $(HOST) --port $(PORT)
 
 student: setup
 	$(BIN)/python -m helpers.lab student

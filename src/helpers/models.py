@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers.config import Profile, paths
+# display_path is re-exported: notebooks call helpers.models.display_path.
+from helpers.config import Profile, display_path, paths  # noqa: F401
 from helpers.prompts import cut_at_special_token, format_prompt
 from helpers.quiet import progress as progress_bar
 from helpers.quiet import silence_known_noise_in_notebooks, without_printed_noise
@@ -35,15 +36,6 @@ def describe_model(model, profile: Profile, adapter_dir: Path | None = None) -> 
     bits = "4-bit (bitsandbytes nf4)" if profile.load_in_4bit else "16-bit"
     adapter = f" + LoRA adapter {display_path(adapter_dir)}" if adapter_dir else ""
     return f"loaded {profile.short_name} · {bits} · {model.get_memory_footprint() / 1e9:.2f} GB of weights{adapter}"
-
-
-def display_path(path: Path) -> str:
-    """Repo-relative when possible: absolute paths differ between machines and would change notebook output."""
-    path = Path(path).resolve()
-    try:
-        return str(path.relative_to(paths().root))
-    except ValueError:
-        return str(path)
 
 
 def prepare_tokenizer_for_generation(tokenizer) -> None:
@@ -203,32 +195,79 @@ def stream(
 
 def stream_text(model, tokenizer, prompt: str, profile: Profile, max_new_tokens: int | None = None) -> Iterator[str]:
     """The greedy answer to one prompt, yielded piece by piece as it is generated (TextIteratorStreamer)."""
-    from threading import Thread
+    yield from TextStream(model, tokenizer, prompt, profile, max_new_tokens)
 
-    from transformers import TextIteratorStreamer
 
-    set_seed(profile.seed)
-    encoded = tokenizer([prompt], return_tensors="pt").to(model.device)
-    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    arguments = generation_arguments(tokenizer, profile, max_new_tokens, temperature=None)
-    failures: list[BaseException] = []
+class _StopWhenAsked:
+    """A stopping criterion that ends generation once ``event`` is set (a reader went away)."""
 
-    @torch.inference_mode()
-    def run() -> None:
+    def __init__(self, event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class TextStream:
+    """One greedy answer, iterated piece by piece while a thread generates it; ``answer`` once it is over.
+
+    ``close()`` (also on leaving a ``with`` block or abandoning the iteration) stops the generation at its next token
+    and waits for the thread, so a reader that goes away never leaves a generation running behind it.
+    """
+
+    def __init__(self, model, tokenizer, prompt: str, profile: Profile, max_new_tokens: int | None = None) -> None:
+        from threading import Event, Thread
+
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
+
+        set_seed(profile.seed)
+        encoded = tokenizer([prompt], return_tensors="pt").to(model.device)
+        self.prompt_tokens = int(encoded["input_ids"].shape[1])
+        self._tokenizer = tokenizer
+        self._streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self._stop = Event()
+        self._failures: list[BaseException] = []
+        self._output = None
+        self.answer: Answer | None = None
+        arguments = generation_arguments(tokenizer, profile, max_new_tokens, temperature=None)
+        arguments["stopping_criteria"] = StoppingCriteriaList([_StopWhenAsked(self._stop)])
+
+        @torch.inference_mode()
+        def run() -> None:
+            try:
+                self._output = model.generate(**encoded, **arguments, streamer=self._streamer)
+            except BaseException as error:  # handed to the reader, instead of leaving it waiting forever
+                self._failures.append(error)
+                self._streamer.end()
+
+        self._thread = Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def __iter__(self) -> Iterator[str]:
         try:
-            model.generate(**encoded, **arguments, streamer=streamer)
-        except BaseException as error:  # handed to the caller below, instead of leaving it waiting forever
-            failures.append(error)
-            streamer.end()
+            yield from (text for text in self._streamer if text)
+        finally:
+            self.close()
+        if self._failures:
+            raise self._failures[0]
+        self.answer = self._final_answer()
 
-    worker = Thread(target=run, daemon=True)
-    worker.start()
-    try:
-        yield from (text for text in streamer if text)
-    finally:
-        worker.join()
-    if failures:
-        raise failures[0]
+    def _final_answer(self) -> Answer:
+        tokens = self._output[0, self.prompt_tokens:]
+        eos_positions = (tokens == self._tokenizer.eos_token_id).nonzero()
+        stopped = len(eos_positions) > 0
+        written = int(eos_positions[0, 0]) + 1 if stopped else len(tokens)
+        return Answer(cut_at_special_token(self._tokenizer.decode(tokens)), stopped, written)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def __enter__(self) -> TextStream:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
 
 def stream_answers(model, tokenizer, products: list[str], profile: Profile) -> list[str]:

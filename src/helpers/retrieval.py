@@ -459,18 +459,58 @@ def _with_prompt(item: dict, context_words: int) -> dict:
     return {**item, "prompt": format_prompt(item["product"], context=context), "shortened sources": shortened}
 
 
+def retrieval_step(retriever, context_words: int | None = None):
+    """product title → {product, sources, prompt, shortened sources}: the chain up to the model (the service streams
+    its answer from this prompt). Without ``context_words``, the active profile's."""
+    if context_words is None:
+        context_words = active_profile(verbose=False).context_words
+    add_prompt = RunnableLambda(partial(_with_prompt, context_words=context_words))
+    return RunnableParallel(product=RunnablePassthrough(), sources=retriever) | add_prompt
+
+
 def rag_chain(retriever, llm, context_words: int | None = None):
     """product title → {product, sources, prompt, shortened sources, answer}: retrieve, fill the Alpaca prompt, generate.
 
     Each retrieved description is shown up to ``context_words`` words (profile.context_words, as in training); a
     longer one is cut with a visible "…", and "shortened sources" counts them. ``llm`` is any Runnable from prompt
-    text to answer text (``CourseModel``, a ChatModel's text, or a fake one). Without ``context_words``, the
-    active profile's.
+    text to answer text (``CourseModel``, ``course_llm``'s remote model, a ChatModel's text, or a fake one). Without
+    ``context_words``, the active profile's.
     """
-    if context_words is None:
-        context_words = active_profile(verbose=False).context_words
-    add_prompt = RunnableLambda(partial(_with_prompt, context_words=context_words))
-    return RunnableParallel(product=RunnablePassthrough(), sources=retriever) | add_prompt | _AddAnswers(llm)
+    return retrieval_step(retriever, context_words) | _AddAnswers(llm)
+
+
+# The model behind the chain, by configuration: in this process (the default), or any OpenAI-compatible server.
+LLM_URL_ENV_VAR = "COURSE_LLM_URL"
+LLM_KEY_ENV_VAR = "COURSE_LLM_API_KEY"
+LLM_MODEL_ENV_VAR = "COURSE_LLM_MODEL"
+
+
+def remote_llm(base_url: str, api_key: str, model_name: str, profile: Profile):
+    """An OpenAI-compatible server's completions endpoint as the chain's model (``langchain_openai.OpenAI``).
+
+    The completions API, not the chat API: the chain hands the model a finished course prompt (the Alpaca template
+    with the retrieved context), which a chat endpoint would wrap in its chat template a second time. This course's
+    service (helpers.serving) and vLLM both serve ``/v1/completions``. Greedy, at most the profile's new tokens.
+    """
+    from langchain_openai import OpenAI
+
+    return OpenAI(base_url=base_url, api_key=api_key, model=model_name, temperature=0,
+                  max_tokens=profile.max_new_tokens, max_retries=0)
+
+
+def course_llm(profile: Profile, model=None, tokenizer=None, progress: bool = False):
+    """The chain's model: ``$COURSE_LLM_URL`` (with ``$COURSE_LLM_API_KEY`` and ``$COURSE_LLM_MODEL``, default
+    "fine-tuned") when set, else ``CourseModel`` over the model and tokenizer given."""
+    base_url = os.environ.get(LLM_URL_ENV_VAR)
+    if base_url:
+        api_key = os.environ.get(LLM_KEY_ENV_VAR)
+        if not api_key:
+            raise RuntimeError(f"{LLM_URL_ENV_VAR} is set but {LLM_KEY_ENV_VAR} is not: the server needs a key "
+                               "(python -m helpers.serving apikey NAME prints one for this course's service).")
+        return remote_llm(base_url, api_key, os.environ.get(LLM_MODEL_ENV_VAR, "fine-tuned"), profile)
+    if model is None or tokenizer is None:
+        raise ValueError(f"No model given and {LLM_URL_ENV_VAR} is not set: pass the in-process model and tokenizer.")
+    return CourseModel(model, tokenizer, profile, progress=progress)
 
 
 def sources_table(result: dict) -> pd.DataFrame:

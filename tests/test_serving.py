@@ -1,0 +1,547 @@
+"""The course service (helpers.serving): OpenAI compatibility, sign-in, limits, feedback, training jobs, the page.
+
+Most tests run the real FastAPI app on loopback (uvicorn in a thread) over a fake backend that writes a fixed answer
+word by word, so that the HTTP side is tested in seconds; the slow ones serve the real models.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from helpers import serving
+from helpers.config import lab_profile, paths
+from helpers.models import Answer
+
+PASSWORD = "correct horse battery staple"
+
+
+class FakeStream:
+    def __init__(self, pieces: list[str], delay: float, stopped: bool) -> None:
+        self.pieces, self.delay, self.stopped, self.answer, self.closed = pieces, delay, stopped, None, False
+
+    def __iter__(self):
+        for piece in self.pieces:
+            time.sleep(self.delay)
+            yield piece
+        self.answer = Answer("".join(self.pieces), self.stopped, len(self.pieces))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeBackend:
+    """Answers "<model> says <title> is fine." one word per token, ``delay`` seconds a word."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self._adapter = Path("outputs/adapters/initial")
+        self.generating = 0
+        self.most_at_once = 0
+
+    @property
+    def adapter(self) -> Path:
+        return self._adapter
+
+    def prepare(self, model: str, text: str) -> serving.Prepared:
+        sources = ({"rank": 1, "title": text, "uid": "u1"}, {"rank": 2, "title": "another", "uid": "u2"})
+        return serving.Prepared(model, text, f"prompt for {text}", sources if model == "rag" else ())
+
+    def prepare_raw(self, model: str, prompt: str) -> serving.Prepared:
+        return serving.Prepared(model, prompt, prompt)
+
+    def pieces(self, prepared: serving.Prepared, max_tokens: int) -> tuple[list[str], bool]:
+        words = f"{prepared.model} says {prepared.product} is fine.".split()
+        pieces = [word if index == 0 else " " + word for index, word in enumerate(words)]
+        return pieces[:max_tokens], len(pieces) <= max_tokens
+
+    def complete(self, prepared: list[serving.Prepared], max_tokens: int) -> list[Answer]:
+        self.generating += 1
+        self.most_at_once = max(self.most_at_once, self.generating)
+        answers = []
+        for item in prepared:
+            pieces, stopped = self.pieces(item, max_tokens)
+            time.sleep(self.delay * len(pieces))
+            answers.append(Answer("".join(pieces), stopped, len(pieces)))
+        self.generating -= 1
+        return answers
+
+    def stream(self, prepared: serving.Prepared, max_tokens: int) -> FakeStream:
+        pieces, stopped = self.pieces(prepared, max_tokens)
+        return FakeStream(pieces, self.delay, stopped)
+
+    def use_adapter(self, adapter: Path) -> None:
+        self._adapter = Path(adapter)
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+
+def settings_for(tmp_path: Path, **limits) -> serving.ServiceSettings:
+    return serving.ServiceSettings(profile=lab_profile(), data_dir=tmp_path / "service", **limits)
+
+
+@pytest.fixture
+def service(tmp_path):
+    """A running service over the fake backend, with the user "ada"; yields (url, app, token)."""
+    settings = settings_for(tmp_path)
+    app = serving.create_app(settings, FakeBackend())
+    app.state.store.add_user("ada", PASSWORD)
+    with serving.ServerThread(app) as server:
+        token = sign_in(server.url, "ada", PASSWORD)
+        yield server.url, app, token
+
+
+def sign_in(url: str, name: str, password: str) -> str:
+    response = httpx.post(url + "/auth/token", json={"username": name, "password": password})
+    assert response.status_code == 200, response.text
+    return response.json()["access_token"]
+
+
+def chat(url: str, token: str | None, **body) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    body = {"model": "fine-tuned", "messages": [{"role": "user", "content": "Girls Ballet Tutu"}], **body}
+    return httpx.post(url + "/v1/chat/completions", json=body, headers=headers, timeout=30)
+
+
+def openai_client(url: str, token: str):
+    from openai import OpenAI
+
+    return OpenAI(base_url=url + "/v1", api_key=token, max_retries=0)
+
+
+# --- OpenAI compatibility -------------------------------------------------------------------------------------------
+
+
+def test_official_client_lists_models_and_answers_whole(service):
+    url, _, token = service
+    client = openai_client(url, token)
+    assert [model.id for model in client.models.list()] == ["foundation", "fine-tuned", "rag"]
+    reply = client.chat.completions.create(model="fine-tuned",
+                                           messages=[{"role": "user", "content": "Girls Ballet Tutu"}])
+    assert reply.choices[0].message.content == "fine-tuned says Girls Ballet Tutu is fine."
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.usage.completion_tokens == 7
+    assert reply.id.startswith("chatcmpl-")
+
+
+def test_rag_answer_carries_its_sources(service):
+    url, _, token = service
+    reply = openai_client(url, token).chat.completions.create(
+        model="rag", messages=[{"role": "system", "content": "ignored"}, {"role": "user", "content": "Tutu"}])
+    assert [source["title"] for source in reply.model_extra["sources"]] == ["Tutu", "another"]
+
+
+def test_streamed_chunks_parse_as_openai_chunks_and_add_up_to_the_whole_answer(service):
+    from openai.types.chat import ChatCompletionChunk
+
+    url, _, token = service
+    whole = chat(url, token).json()["choices"][0]["message"]["content"]
+    response = chat(url, token, stream=True)
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.text.rstrip().endswith("data: [DONE]")
+    events = serving.parse_sse(response.text)
+    chunks = [ChatCompletionChunk.model_validate(event) for event in events]
+    assert len({item.id for item in chunks}) == 1
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert serving.assemble_stream(events) == (whole, "stop")
+    streamed = openai_client(url, token).chat.completions.create(
+        model="fine-tuned", messages=[{"role": "user", "content": "Girls Ballet Tutu"}], stream=True)
+    assert "".join(item.choices[0].delta.content or "" for item in streamed) == whole
+
+
+def test_max_tokens_cuts_the_answer_and_says_length(service):
+    url, _, token = service
+    body = chat(url, token, max_tokens=2).json()
+    assert body["choices"][0] == {"index": 0, "message": {"role": "assistant", "content": "fine-tuned says"},
+                                  "finish_reason": "length"}
+
+
+def test_completions_route_serves_the_rag_chains_remote_model(service, monkeypatch):
+    from langchain_core.documents import Document
+    from langchain_core.runnables import RunnableLambda
+
+    from helpers.retrieval import course_llm, rag_chain
+
+    url, app, token = service
+    monkeypatch.setenv("COURSE_LLM_URL", url + "/v1")
+    monkeypatch.setenv("COURSE_LLM_API_KEY", token)
+    llm = course_llm(lab_profile())
+    assert type(llm).__name__ == "OpenAI"
+    assert llm.invoke("a finished prompt") == "fine-tuned says a finished prompt is fine."
+    retriever = RunnableLambda(lambda title: [Document("Product: x - Description: y", metadata={"title": "x", "uid": "1"})])
+    result = rag_chain(retriever, llm, context_words=10).invoke("Tutu")
+    assert result["answer"].startswith("fine-tuned says Below is an instruction")
+    monkeypatch.setenv("COURSE_LLM_MODEL", "rag")
+    with pytest.raises(Exception, match="takes a product title"):
+        course_llm(lab_profile()).invoke("a prompt")
+
+
+def test_course_llm_without_a_url_is_the_in_process_model(monkeypatch):
+    from helpers.retrieval import course_llm
+
+    monkeypatch.delenv("COURSE_LLM_URL", raising=False)
+    with pytest.raises(ValueError, match="COURSE_LLM_URL is not set"):
+        course_llm(lab_profile())
+    monkeypatch.setenv("COURSE_LLM_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.delenv("COURSE_LLM_API_KEY", raising=False)
+    with pytest.raises(RuntimeError, match="COURSE_LLM_API_KEY"):
+        course_llm(lab_profile())
+
+
+# --- Sign-in ----------------------------------------------------------------------------------------------------------
+
+
+def test_every_api_route_needs_a_valid_token(service):
+    url, _, token = service
+    for method, path in (("GET", "/v1/models"), ("POST", "/v1/chat/completions"), ("POST", "/v1/completions"),
+                         ("POST", "/v1/feedback"), ("GET", "/v1/feedback"), ("POST", "/v1/train"),
+                         ("GET", "/v1/train/job-1"), ("DELETE", "/v1/train/job-1"), ("GET", "/v1/status")):
+        for headers in ({}, {"Authorization": "Bearer not-a-token"}, {"Authorization": f"Basic {token}"}):
+            response = httpx.request(method, url + path, headers=headers, json={})
+            assert response.status_code == 401, (method, path, headers, response.text)
+            assert response.headers["www-authenticate"] == "Bearer"
+            assert response.json()["error"]["type"] == "authentication_error"
+    assert httpx.get(url + "/").status_code == 200  # the page itself is public; it signs in
+
+
+def test_wrong_password_and_unknown_user_are_refused(service):
+    url, _, _ = service
+    for name, password in (("ada", "wrong"), ("nobody", PASSWORD)):
+        response = httpx.post(url + "/auth/token", json={"username": name, "password": password})
+        assert response.status_code == 401
+        assert "wrong password" in response.json()["error"]["message"]
+
+
+def test_an_expired_token_is_refused(tmp_path):
+    app = serving.create_app(settings_for(tmp_path, token_seconds=1), FakeBackend())
+    app.state.store.add_user("ada", PASSWORD)
+    with serving.ServerThread(app) as server:
+        token = sign_in(server.url, "ada", PASSWORD)
+        assert chat(server.url, token).status_code == 200
+        time.sleep(1.2)
+        response = chat(server.url, token)
+    assert response.status_code == 401
+    assert "expired" in response.json()["error"]["message"]
+
+
+def test_passwords_and_tokens_are_stored_hashed_only(service):
+    url, app, token = service
+    key = app.state.store.add_api_key("ada")
+    assert key.startswith(serving.API_KEY_PREFIX)
+    assert chat(url, key).status_code == 200  # an API key works like a token
+    with sqlite3.connect(app.state.store.path) as connection:
+        hashes = [row[0] for row in connection.execute("SELECT password_hash FROM users")]
+        dump = "\n".join(connection.iterdump())
+    assert hashes[0].startswith("$argon2id$")
+    for secret in (PASSWORD, token, key):
+        assert secret not in dump
+    app.state.store.add_user("ada", "a new password")  # a password reset ends every token and key of the user
+    assert chat(url, token).status_code == 401 and chat(url, key).status_code == 401
+
+
+def test_adduser_and_apikey_commands(tmp_path):
+    data_dir = tmp_path / "service"
+    command = [sys.executable, "-m", "helpers.serving"]
+    added = subprocess.run([*command, "adduser", "grace", "--profile", "lab", "--data-dir", str(data_dir)],
+                           input=PASSWORD + "\n", capture_output=True, text=True, timeout=120)
+    assert added.returncode == 0, added.stderr
+    assert PASSWORD not in added.stdout + added.stderr and "(student)" in added.stdout
+    store = serving.Store(data_dir / "service.sqlite3")
+    assert store.check_password("grace", PASSWORD) and not store.check_password("grace", "wrong")
+    assert not store.is_instructor("grace")
+    teacher = subprocess.run([*command, "adduser", "alan", "--instructor", "--profile", "lab", "--data-dir",
+                              str(data_dir)], input=PASSWORD + "\n", capture_output=True, text=True, timeout=120)
+    assert teacher.returncode == 0 and "(instructor)" in teacher.stdout and store.is_instructor("alan")
+    key = subprocess.run([*command, "apikey", "grace", "--profile", "lab", "--data-dir", str(data_dir)],
+                         capture_output=True, text=True, timeout=120)
+    assert key.returncode == 0 and store.user_for(key.stdout.strip()) == "grace"
+    unknown = subprocess.run([*command, "apikey", "nobody", "--profile", "lab", "--data-dir", str(data_dir)],
+                             capture_output=True, text=True, timeout=120)
+    assert unknown.returncode == 1 and "adduser nobody" in unknown.stderr
+
+
+# --- Limits and errors ----------------------------------------------------------------------------------------------
+
+
+def test_clear_errors_for_unknown_models_and_malformed_or_oversize_requests(service):
+    url, _, token = service
+    headers = {"Authorization": f"Bearer {token}"}
+    cases = {
+        404: [chat(url, token, model="gpt-4")],
+        422: [chat(url, token, max_tokens=10_000), chat(url, token, messages=[]),
+              chat(url, token, messages=[{"role": "user", "content": "  "}]),
+              chat(url, token, messages=[{"role": "user", "content": "x" * 501}]),
+              chat(url, token, max_tokens=0),
+              httpx.post(url + "/v1/chat/completions", content=b"{not json", headers=headers),
+              httpx.post(url + "/v1/feedback", json={"answer_id": "x", "rating": 5}, headers=headers)],
+        413: [httpx.post(url + "/v1/chat/completions", content=b"x" * 70_000, headers=headers),
+              httpx.post(url + "/v1/chat/completions", content=iter([b"x" * 40_000, b"x" * 40_000]), headers=headers)],
+        400: [httpx.post(url + "/v1/completions", json={"model": "rag", "prompt": "p"}, headers=headers)],
+    }
+    for status, responses in cases.items():
+        for response in responses:
+            assert response.status_code == status, response.text
+            error = response.json()["error"]
+            assert error["code"] == status and error["message"]
+    assert "cap of 96" in chat(url, token, max_tokens=10_000).json()["error"]["message"]
+    assert "gpt-4" in cases[404][0].json()["error"]["message"]
+    assert chat(url, token).status_code == 200  # and the service still answers
+
+
+def test_bounded_load_every_request_answered_or_429_and_no_feedback_lost(tmp_path):
+    backend = FakeBackend(delay=0.02)
+    app = serving.create_app(settings_for(tmp_path, queue_capacity=4), backend)
+    app.state.store.add_user("ada", PASSWORD)
+
+    def one_request(index: int) -> tuple[int, int | None]:
+        started = time.perf_counter()
+        response = chat(server.url, token, stream=index % 2 == 0,
+                        messages=[{"role": "user", "content": f"product {index}"}])
+        if response.status_code == 429:  # refused at once, with when to come back; not queued without end
+            assert response.headers["retry-after"] == "1" and time.perf_counter() - started < 1.0
+        if response.status_code != 200:
+            return response.status_code, None
+        answer_id = (serving.parse_sse(response.text)[0] if index % 2 == 0 else response.json())["id"]
+        feedback = httpx.post(server.url + "/v1/feedback", headers={"Authorization": f"Bearer {token}"},
+                              json={"answer_id": answer_id, "rating": 1, "correction": f"fixed {index}"})
+        return response.status_code, feedback.status_code
+
+    with serving.ServerThread(app) as server:
+        token = sign_in(server.url, "ada", PASSWORD)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            results = list(pool.map(one_request, range(40)))
+        statuses = [status for status, _ in results]
+        assert set(statuses) <= {200, 429}
+        assert statuses.count(429) > 0 and statuses.count(200) >= 4
+        assert all(feedback == 201 for status, feedback in results if status == 200)
+        rows = httpx.get(server.url + "/v1/feedback", headers={"Authorization": f"Bearer {token}"}).json()["data"]
+        assert len(rows) == statuses.count(200)
+        assert app.state.queue.admitted == 0 and backend.most_at_once == 1
+        assert chat(server.url, token).status_code == 200
+
+
+def test_a_client_that_leaves_mid_stream_frees_its_place(tmp_path):
+    app = serving.create_app(settings_for(tmp_path, queue_capacity=1), FakeBackend(delay=0.3))
+    app.state.store.add_user("ada", PASSWORD)
+    with serving.ServerThread(app) as server:
+        token = sign_in(server.url, "ada", PASSWORD)
+        body = {"model": "rag", "stream": True, "messages": [{"role": "user", "content": "Girls Ballet Tutu"}]}
+        with httpx.stream("POST", server.url + "/v1/chat/completions", json=body,
+                          headers={"Authorization": f"Bearer {token}"}) as response:
+            next(response.iter_lines())  # the first event, then hang up
+        deadline = time.monotonic() + 10
+        while app.state.queue.admitted and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert app.state.queue.admitted == 0  # freed once the server sees the client gone, not at garbage collection
+        assert chat(server.url, token).status_code == 200
+
+
+# --- Feedback -----------------------------------------------------------------------------------------------------
+
+
+def test_feedback_survives_a_restart_and_exports_as_training_records(tmp_path):
+    settings = settings_for(tmp_path)
+    app = serving.create_app(settings, FakeBackend())
+    app.state.store.add_user("ada", PASSWORD)
+    with serving.ServerThread(app) as server:
+        token = sign_in(server.url, "ada", PASSWORD)
+        answer_id = chat(server.url, token).json()["id"]
+        headers = {"Authorization": f"Bearer {token}"}
+        assert httpx.post(server.url + "/v1/feedback", headers=headers,
+                          json={"answer_id": answer_id, "rating": -1, "correction": "A tutu for girls."}).status_code == 201
+        assert httpx.post(server.url + "/v1/feedback", headers=headers,
+                          json={"answer_id": "chatcmpl-unknown", "rating": 1}).status_code == 404
+    with sqlite3.connect(settings.database) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    restarted = serving.create_app(settings, FakeBackend())
+    with serving.ServerThread(restarted) as server:
+        rows = httpx.get(server.url + "/v1/feedback", headers={"Authorization": f"Bearer {token}"}).json()["data"]
+    assert [(row["answer_id"], row["rating"], row["correction"], row["product"]) for row in rows] == [
+        (answer_id, -1, "A tutu for girls.", "Girls Ballet Tutu")]
+    target = tmp_path / "feedback.jsonl"
+    assert serving.export_feedback(serving.Store(settings.database), target) == 1
+    assert [json.loads(line) for line in target.read_text().splitlines()] == [
+        {"uid": f"feedback-{rows[0]['id']}", "product": "Girls Ballet Tutu", "description": "A tutu for girls."}]
+
+
+# --- Training jobs ------------------------------------------------------------------------------------------------
+
+FAKE_TRAINER = textwrap.dedent("""
+    import json, os, sys, time
+    from pathlib import Path
+    job, behaviour = Path(sys.argv[1]), sys.argv[2]
+    for step in range(1, 4):
+        (job / "progress.json").write_text(json.dumps({"step": step, "max_steps": 3, "loss": 1.0 / step}))
+        time.sleep(0.1)
+    if behaviour == "hang":
+        time.sleep(600)
+    if behaviour == "fail":
+        sys.exit("out of memory, say")
+    staging = job / ".adapter.partial"
+    staging.mkdir()
+    (staging / "adapter_config.json").write_text("{}")
+    staging.replace(job / "adapter")
+""")
+
+
+def fake_job_command(tmp_path: Path, behaviour: str):
+    script = tmp_path / "fake_trainer.py"
+    script.write_text(FAKE_TRAINER)
+    return lambda job_dir, examples, profile, feedback: [sys.executable, str(script), str(job_dir), behaviour]
+
+
+def wait_for_job(url: str, token: str, job_id: str, done=serving.JOB_STATES_FINISHED, seconds: float = 60) -> dict:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{url}/v1/train/{job_id}", headers={"Authorization": f"Bearer {token}"}).json()
+        if job["status"] in done or (done == ("step 2",) and job["step"] >= 2):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} still {job}")
+
+
+@pytest.mark.parametrize("behaviour, status", [("succeed", "succeeded"), ("fail", "failed"), ("hang", "cancelled")])
+def test_training_job_serves_its_adapter_only_when_it_succeeds(tmp_path, behaviour, status):
+    backend = FakeBackend()
+    app = serving.create_app(settings_for(tmp_path), backend, job_command=fake_job_command(tmp_path, behaviour))
+    app.state.store.add_user("ada", PASSWORD, instructor=True)
+    app.state.store.add_user("bob", PASSWORD)
+    with serving.ServerThread(app) as server:
+        token = sign_in(server.url, "ada", PASSWORD)
+        headers = {"Authorization": f"Bearer {token}"}
+        student = {"Authorization": f"Bearer {sign_in(server.url, 'bob', PASSWORD)}"}
+        refused = httpx.post(server.url + "/v1/train", headers=student, json={"examples": 8})
+        assert refused.status_code == 403 and "instructor" in refused.json()["error"]["message"]
+        started = httpx.post(server.url + "/v1/train", headers=headers, json={"examples": 8})
+        assert started.status_code == 202 and started.json()["status"] == "running"
+        job_id = started.json()["id"]
+        assert httpx.post(server.url + "/v1/train", headers=headers, json={}).status_code == 409  # one at a time
+        if behaviour == "hang":
+            assert wait_for_job(server.url, token, job_id, done=("step 2",))["step"] >= 2
+            pid = app.state.store.job(job_id)["pid"]
+            assert httpx.delete(f"{server.url}/v1/train/{job_id}", headers=student).status_code == 403
+            job = httpx.delete(f"{server.url}/v1/train/{job_id}", headers=headers).json()
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+        else:
+            job = wait_for_job(server.url, token, job_id)
+        assert job["status"] == status
+        adapter = tmp_path / "service" / "jobs" / job_id / "adapter"
+        if status == "succeeded":
+            assert backend.adapter == adapter and job["step"] == 3 and job["max_steps"] == 3
+            assert app.state.store.get_state("adapter") == str(adapter)
+        else:
+            assert backend.adapter == Path("outputs/adapters/initial") and not adapter.exists()
+            assert app.state.store.get_state("adapter") is None
+        if status == "failed":
+            assert "out of memory, say" in job["error"]
+        assert chat(server.url, token).status_code == 200  # still serving
+        assert httpx.get(server.url + "/v1/train/job-nope", headers=headers).status_code == 404
+        assert httpx.post(server.url + "/v1/train", headers=headers, json={"examples": 10_000}).status_code == 422
+
+
+# --- The page, in a real browser -------------------------------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Headless, and nothing that reaches for the network at start (this machine's network is closed).
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.mark.skipif(CHROMIUM is None and os.environ.get("CI") != "true",
+                    reason="no chromium here (CI installs it: apt-get install chromium)")
+def test_page_signs_in_streams_an_answer_with_sources_and_rates_it(service):
+    from playwright.sync_api import sync_playwright
+
+    url, app, _ = service
+    screenshot = paths().outputs / "serving" / "page.png"
+    screenshot.parent.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(url + "/")
+            page.fill("#username", "ada")
+            page.fill("#password", "wrong")
+            page.click("#signin-button")
+            page.wait_for_selector("#status.error")
+            assert "wrong password" in page.text_content("#status")
+            page.fill("#password", PASSWORD)
+            page.click("#signin-button")
+            page.wait_for_selector("#ask", state="visible")
+            assert page.eval_on_selector_all("#model option", "options => options.map(o => o.value)") == list(
+                serving.MODELS)
+            page.select_option("#model", "rag")
+            page.fill("#title", "Girls Ballet Tutu")
+            page.click("#ask-button")
+            page.wait_for_selector("#rating", state="visible")
+            assert page.text_content("#answer") == "rag says Girls Ballet Tutu is fine."
+            assert page.eval_on_selector_all("#sources li", "items => items.map(i => i.textContent)") == [
+                "Girls Ballet Tutu", "another"]
+            assert "the model ended the answer" in page.text_content("#status")
+            page.fill("#correction", "A tutu.")
+            page.screenshot(path=str(screenshot), full_page=True)
+            page.click("#rate-down")
+            page.wait_for_selector("#rating", state="hidden")
+            assert "feedback saved" in page.text_content("#status")
+        finally:
+            browser.close()
+    rows = app.state.store.feedback()
+    assert [(row["model"], row["rating"], row["correction"]) for row in rows] == [("rag", -1, "A tutu.")]
+    assert screenshot.stat().st_size > 10_000
+
+
+# --- The real models ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_service(tmp_path_factory):
+    from helpers.training import ensure_adapter
+
+    profile = lab_profile()
+    settings = serving.ServiceSettings(profile=profile, data_dir=tmp_path_factory.mktemp("real") / "service")
+    backend = serving.CourseBackend(profile, ensure_adapter(profile))
+    app = serving.create_app(settings, backend)
+    app.state.store.add_user("ada", PASSWORD)
+    with serving.ServerThread(app) as server:
+        yield server.url, backend, sign_in(server.url, "ada", PASSWORD)
+
+
+@pytest.mark.slow
+def test_served_answers_are_the_in_process_answers(real_service):
+    from helpers.models import answer_products
+
+    url, backend, token = real_service
+    client = openai_client(url, token)
+    title = "Girls Ballet Tutu Neon Blue"
+    for name, (model, tokenizer) in (("foundation", backend.foundation), ("fine-tuned", backend.tuned)):
+        expected = answer_products(model, tokenizer, [title], backend.profile, progress=False)[0]
+        reply = client.chat.completions.create(model=name, messages=[{"role": "user", "content": title}])
+        assert reply.choices[0].message.content == expected.text
+        assert reply.choices[0].finish_reason == expected.finish_reason
+        streamed = client.chat.completions.create(model=name, messages=[{"role": "user", "content": title}],
+                                                  stream=True)
+        pieces = [item.choices[0].delta.content or "" for item in streamed]
+        assert "".join(pieces).strip() == expected.text and len([piece for piece in pieces if piece]) > 3
+
+
+@pytest.mark.slow
+def test_served_rag_answer_names_the_retrieved_products(real_service):
+    url, backend, token = real_service
+    reply = openai_client(url, token).chat.completions.create(
+        model="rag", messages=[{"role": "user", "content": "Girls Ballet Tutu Neon Blue"}])
+    sources = reply.model_extra["sources"]
+    assert len(sources) == backend.profile.retriever_k
+    assert sources[0]["title"] == "Girls Ballet Tutu Neon Blue"
+    assert reply.choices[0].message.content
