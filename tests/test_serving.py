@@ -5,6 +5,7 @@ word by word, so that the HTTP side is tested in seconds; the slow ones serve th
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -91,14 +92,19 @@ def settings_for(tmp_path: Path, **limits) -> serving.ServiceSettings:
     return serving.ServiceSettings(profile=lab_profile(), data_dir=tmp_path / "service", **limits)
 
 
+@contextlib.contextmanager
+def running_as_ada(app, instructor: bool = False):
+    """The app served on loopback with the user "ada" signed in; yields (server, token)."""
+    app.state.store.add_user("ada", PASSWORD, instructor=instructor)
+    with serving.ServerThread(app) as server:
+        yield server, sign_in(server.url, "ada", PASSWORD)
+
+
 @pytest.fixture
 def service(tmp_path):
     """A running service over the fake backend, with the user "ada"; yields (url, app, token)."""
-    settings = settings_for(tmp_path)
-    app = serving.create_app(settings, FakeBackend())
-    app.state.store.add_user("ada", PASSWORD)
-    with serving.ServerThread(app) as server:
-        token = sign_in(server.url, "ada", PASSWORD)
+    app = serving.create_app(settings_for(tmp_path), FakeBackend())
+    with running_as_ada(app) as (server, token):
         yield server.url, app, token
 
 
@@ -225,9 +231,7 @@ def test_wrong_password_and_unknown_user_are_refused(service):
 
 def test_an_expired_token_is_refused(tmp_path):
     app = serving.create_app(settings_for(tmp_path, token_seconds=1), FakeBackend())
-    app.state.store.add_user("ada", PASSWORD)
-    with serving.ServerThread(app) as server:
-        token = sign_in(server.url, "ada", PASSWORD)
+    with running_as_ada(app) as (server, token):
         assert chat(server.url, token).status_code == 200
         time.sleep(1.2)
         response = chat(server.url, token)
@@ -302,7 +306,6 @@ def test_clear_errors_for_unknown_models_and_malformed_or_oversize_requests(serv
 def test_bounded_load_every_request_answered_or_429_and_no_feedback_lost(tmp_path):
     backend = FakeBackend(delay=0.02)
     app = serving.create_app(settings_for(tmp_path, queue_capacity=4), backend)
-    app.state.store.add_user("ada", PASSWORD)
 
     def one_request(index: int) -> tuple[int, int | None]:
         started = time.perf_counter()
@@ -317,8 +320,7 @@ def test_bounded_load_every_request_answered_or_429_and_no_feedback_lost(tmp_pat
                               json={"answer_id": answer_id, "rating": 1, "correction": f"fixed {index}"})
         return response.status_code, feedback.status_code
 
-    with serving.ServerThread(app) as server:
-        token = sign_in(server.url, "ada", PASSWORD)
+    with running_as_ada(app) as (server, token):
         with ThreadPoolExecutor(max_workers=8) as pool:
             results = list(pool.map(one_request, range(40)))
         statuses = [status for status, _ in results]
@@ -333,9 +335,7 @@ def test_bounded_load_every_request_answered_or_429_and_no_feedback_lost(tmp_pat
 
 def test_a_client_that_leaves_mid_stream_frees_its_place(tmp_path):
     app = serving.create_app(settings_for(tmp_path, queue_capacity=1), FakeBackend(delay=0.3))
-    app.state.store.add_user("ada", PASSWORD)
-    with serving.ServerThread(app) as server:
-        token = sign_in(server.url, "ada", PASSWORD)
+    with running_as_ada(app) as (server, token):
         body = {"model": "rag", "stream": True, "messages": [{"role": "user", "content": "Girls Ballet Tutu"}]}
         with httpx.stream("POST", server.url + "/v1/chat/completions", json=body,
                           headers={"Authorization": f"Bearer {token}"}) as response:
@@ -353,9 +353,7 @@ def test_a_client_that_leaves_mid_stream_frees_its_place(tmp_path):
 def test_feedback_survives_a_restart_and_exports_as_training_records(tmp_path):
     settings = settings_for(tmp_path)
     app = serving.create_app(settings, FakeBackend())
-    app.state.store.add_user("ada", PASSWORD)
-    with serving.ServerThread(app) as server:
-        token = sign_in(server.url, "ada", PASSWORD)
+    with running_as_ada(app) as (server, token):
         answer_id = chat(server.url, token).json()["id"]
         headers = {"Authorization": f"Bearer {token}"}
         assert httpx.post(server.url + "/v1/feedback", headers=headers,
@@ -415,10 +413,8 @@ def wait_for_job(url: str, token: str, job_id: str, done=serving.JOB_STATES_FINI
 def test_training_job_serves_its_adapter_only_when_it_succeeds(tmp_path, behaviour, status):
     backend = FakeBackend()
     app = serving.create_app(settings_for(tmp_path), backend, job_command=fake_job_command(tmp_path, behaviour))
-    app.state.store.add_user("ada", PASSWORD, instructor=True)
     app.state.store.add_user("bob", PASSWORD)
-    with serving.ServerThread(app) as server:
-        token = sign_in(server.url, "ada", PASSWORD)
+    with running_as_ada(app, instructor=True) as (server, token):
         headers = {"Authorization": f"Bearer {token}"}
         student = {"Authorization": f"Bearer {sign_in(server.url, 'bob', PASSWORD)}"}
         refused = httpx.post(server.url + "/v1/train", headers=student, json={"examples": 8})
@@ -513,9 +509,8 @@ def real_service(tmp_path_factory):
     settings = serving.ServiceSettings(profile=profile, data_dir=tmp_path_factory.mktemp("real") / "service")
     backend = serving.CourseBackend(profile, ensure_adapter(profile))
     app = serving.create_app(settings, backend)
-    app.state.store.add_user("ada", PASSWORD)
-    with serving.ServerThread(app) as server:
-        yield server.url, backend, sign_in(server.url, "ada", PASSWORD)
+    with running_as_ada(app) as (server, token):
+        yield server.url, backend, token
 
 
 @pytest.mark.slow
