@@ -148,3 +148,23 @@ def test_stopping_is_taken_from_eos_when_known():
     assert NO_STOP in failure_modes("The Prophet", "Poems by Gibran.", stopped=False)
     assert NO_STOP not in failure_modes("The Prophet", "Poems by Gibran, ages 3+", stopped=True)
     assert NO_STOP in failure_modes("The Prophet", "Poems by Gibran, ages 3+")  # the rule of thumb without it
+
+
+def test_4bit_layers_multiply_in_float32_on_every_cpu():
+    # bitsandbytes repacks a Linear4bit for a bfloat16 kernel at its first inference call where its own CPUID check
+    # finds AVX512-BF16; on the course's float32 path (helpers.models.keep_bitsandbytes_on_float32) it must not.
+    import bitsandbytes as bnb
+    import bitsandbytes.functional as F
+    import torch
+
+    torch.manual_seed(0)
+    layer = bnb.nn.Linear4bit(256, 64, bias=False, compute_dtype=torch.float32, quant_type="nf4")
+    layer.weight = layer.weight._quantize("cpu")
+    layer.eval()
+    inputs = torch.randn(1, 256)
+    with torch.no_grad():
+        outputs = layer(inputs)
+    assert not getattr(layer.weight.quant_state, "packing_format_for_cpu", False)
+    expected = inputs @ F.dequantize_4bit(layer.weight.data, layer.weight.quant_state).T
+    assert outputs.dtype == torch.float32
+    assert torch.allclose(outputs, expected, rtol=1e-6, atol=1e-6)  # a bfloat16 product is off by ~1e-2

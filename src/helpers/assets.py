@@ -96,6 +96,9 @@ def check_embedding_model(model_dir: Path) -> str:
 
 
 def prepare_and_check() -> None:
+    from helpers.quiet import silence_logged_noise
+
+    silence_logged_noise()  # transformers imports bitsandbytes, whose named message is logged on import
     started = time.perf_counter()
     target = local_smollm2_dir()
     if is_converted(target):

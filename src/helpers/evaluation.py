@@ -9,6 +9,10 @@ Every mean comes with a 95% bootstrap interval over products, and every comparis
 bootstrap interval of the difference: a difference is called better or worse only where its interval excludes
 zero, and "no clear difference" otherwise. Four demo products are anecdotes: they are shown as text, not scored
 into a verdict.
+
+What nbval checks is the verdict that survives a retraining: where a fine-tuned system takes part, an end of the
+interval lying within helpers.config.CROSS_RUN_MARGIN of zero (or a target within it of its line) is shown as "not
+stable across runs" and kept out of the written conclusion; the 95% verdict itself stays in the differences table.
 """
 from __future__ import annotations
 
@@ -21,9 +25,9 @@ from functools import cache
 import numpy as np
 import pandas as pd
 
-from helpers.config import DEMO_PRODUCTS, Profile, paths
+from helpers.config import CROSS_RUN_MARGIN, DEMO_PRODUCTS, NOT_STABLE, Profile, paths
 from helpers.data import evaluation_samples
-from helpers.models import failure_modes
+from helpers.models import clears, failure_modes
 from helpers.retrieval import CourseModel, load_embeddings, rag_chain, retriever, styled_text_table
 from helpers.synthetic import load_facts, states
 
@@ -279,9 +283,30 @@ def verdict(low: float, high: float, higher_is_better: bool) -> str:
     return "no clear difference"
 
 
+# The systems without a trained adapter: their answers were identical on both CPUs measured (CROSS_RUN_MARGIN).
+UNTRAINED_SYSTEMS = ("foundation", "RAG (base)")
+
+
+def cross_run_margin(before: str, after: str) -> float:
+    """How far from zero an interval's ends must lie for its verdict to be checked: no margin between untrained
+    systems, CROSS_RUN_MARGIN where a fine-tuned system takes part."""
+    return 0.0 if before in UNTRAINED_SYSTEMS and after in UNTRAINED_SYSTEMS else CROSS_RUN_MARGIN
+
+
+def checked_verdict(low: float, high: float, higher_is_better: bool, margin: float) -> str:
+    """The verdict nbval checks: the 95% verdict when both ends of the interval, as printed (two decimals), lie
+    more than ``margin`` from zero, else NOT_STABLE. Both ends, because "no clear difference" flips too when an end
+    near zero crosses it."""
+    if margin == 0 or np.isnan(low) or np.isnan(high):
+        return verdict(low, high, higher_is_better)
+    if min(abs(round(low, 2)), abs(round(high, 2))) <= margin:
+        return NOT_STABLE
+    return verdict(low, high, higher_is_better)
+
+
 def paired_differences(scored: pd.DataFrame, seed: int, sets: Sequence[str] = SCORED_SETS) -> pd.DataFrame:
     """For each scored set, effect and metric: the mean of (after - before) over the same products, its 95% paired
-    bootstrap interval, and the verdict it supports."""
+    bootstrap interval, the verdict it supports, and the verdict checked across runs (checked_verdict)."""
     rows = []
     for set_name in sets:
         in_set = scored[scored["set"] == set_name]
@@ -291,15 +316,17 @@ def paired_differences(scored: pd.DataFrame, seed: int, sets: Sequence[str] = SC
             for metric, higher_is_better in METRICS.items():
                 difference = (pair[f"{metric} after"].astype(float) - pair[f"{metric} before"].astype(float)).to_numpy()
                 low, high = bootstrap_interval(difference, seed)
+                margin = cross_run_margin(before, after)
                 rows.append({"set": set_name, "effect": effect, "before": before, "after": after, "metric": metric,
                              "difference": float(np.nanmean(difference)) if np.any(~np.isnan(difference)) else np.nan,
-                             "low": low, "high": high, "verdict": verdict(low, high, higher_is_better)})
+                             "low": low, "high": high, "verdict": verdict(low, high, higher_is_better),
+                             "margin": margin, "checked verdict": checked_verdict(low, high, higher_is_better, margin)})
     return pd.DataFrame(rows)
 
 
 def verdict_table(differences: pd.DataFrame) -> pd.DataFrame:
-    """One row per (set, effect), one column per metric, each cell the verdict: what nbval checks exactly."""
-    table = differences.pivot_table(index=["set", "effect"], columns="metric", values="verdict", aggfunc="first",
+    """One row per (set, effect), one column per metric, each cell the checked verdict: what nbval checks exactly."""
+    table = differences.pivot_table(index=["set", "effect"], columns="metric", values="checked verdict", aggfunc="first",
                                      sort=False)
     return table.reindex(columns=list(METRICS))
 
@@ -320,24 +347,30 @@ TARGET_LOOP_RATE = 0.10
 TARGET_ROUGE_RATIO = 2.0
 
 
-def fine_tune_targets(metrics: pd.DataFrame, differences: pd.DataFrame, set_name: str = "held-out") -> pd.DataFrame:
+def fine_tune_targets(metrics: pd.DataFrame, differences: pd.DataFrame, set_name: str = "held-out",
+                      margin: float = CROSS_RUN_MARGIN) -> pd.DataFrame:
     """What the fine-tune must reach on held-out products: stop by itself, not loop, and at least twice the
-    foundation model's ROUGE-L with the interval of the difference above zero."""
+    foundation model's ROUGE-L with the interval of the difference above zero. The "result" is "met" or "missed"
+    only where the measured number lies at least ``margin`` on one side of its line, else NOT_STABLE."""
     tuned, base = metrics.loc[(set_name, "fine-tuned")], metrics.loc[(set_name, "foundation")]
     rouge = differences[(differences["set"] == set_name) & (differences["effect"] == "fine-tuning, without retrieval")
                         & (differences["metric"] == "ROUGE-L")].iloc[0]
     ratio = tuned["ROUGE-L"] / base["ROUGE-L"] if base["ROUGE-L"] > 0 else np.inf
+    # How far each number lies on the right side of its line, in its own units (shares and ROUGE-L alike).
     rows = [
         ("fine-tuned answers that stop by themselves", f"{tuned['stops']:.0%}", f"≥ {TARGET_STOP_RATE:.0%}",
-         tuned["stops"] >= TARGET_STOP_RATE),
+         tuned["stops"] - TARGET_STOP_RATE),
         ("fine-tuned answers that loop", f"{tuned['loops']:.0%}", f"≤ {TARGET_LOOP_RATE:.0%}",
-         tuned["loops"] <= TARGET_LOOP_RATE),
+         TARGET_LOOP_RATE - tuned["loops"]),
         ("ROUGE-L, fine-tuned ÷ foundation", f"{ratio:.1f}×", f"≥ {TARGET_ROUGE_RATIO:.0f}×",
-         ratio >= TARGET_ROUGE_RATIO),
+         tuned["ROUGE-L"] - TARGET_ROUGE_RATIO * base["ROUGE-L"]),
         ("ROUGE-L, fine-tuned − foundation (95% interval)", f"[{rouge['low']:+.2f}, {rouge['high']:+.2f}]", "above 0",
-         rouge["low"] > 0),
+         rouge["low"]),
     ]
-    return pd.DataFrame(rows, columns=["target", "measured", "required", "met"]).set_index("target")
+    table = pd.DataFrame([(target, measured, required, clears(room, margin, yes="met", no="missed"))
+                          for target, measured, required, room in rows],
+                         columns=["target", "measured", "required", "result"])
+    return table.set_index("target")
 
 
 # --- Presenting it ------------------------------------------------------------------------------------------
@@ -424,9 +457,9 @@ def conclusions(differences: pd.DataFrame) -> list[str]:
         lines.append(f"{set_name} products:")
         in_set = differences[differences["set"] == set_name]
         for effect in EFFECTS:
-            verdicts = in_set[in_set["effect"] == effect].set_index("metric")["verdict"]
+            verdicts = in_set[in_set["effect"] == effect].set_index("metric")["checked verdict"]
             parts = [f"{label}: {', '.join(verdicts.index[verdicts == label]) or '-'}"
-                     for label in ("better", "worse", "no clear difference")]
+                     for label in ("better", "worse", "no clear difference", NOT_STABLE)]
             lines.append(f"  {effect:<34} " + " | ".join(parts))
     return lines
 
@@ -437,26 +470,38 @@ def _metric_list(metrics: Sequence[str]) -> str:
 
 
 def written_conclusion(differences: pd.DataFrame, targets: pd.DataFrame) -> str:
-    """The notebook's closing paragraph, every clause read off the verdicts and the targets."""
+    """The notebook's closing paragraph, every clause read off the checked verdicts and the targets' results:
+    what is not stable across runs is counted, not claimed."""
     sentences = []
     for set_name in [name for name in SCORED_SETS if name in set(differences["set"])]:
         in_set = differences[differences["set"] == set_name]
         for effect in EFFECTS:
-            verdicts = in_set[in_set["effect"] == effect].set_index("metric")["verdict"]
+            verdicts = in_set[in_set["effect"] == effect].set_index("metric")["checked verdict"]
             better, worse = list(verdicts.index[verdicts == "better"]), list(verdicts.index[verdicts == "worse"])
-            clause = f"On {set_name} products, {effect}"
-            if better:
-                clause += f" makes {_metric_list(better)} better"
-            if worse:
-                clause += f"{' and' if better else ''} makes {_metric_list(worse)} worse"
-            if not better and not worse:
-                clause += " makes no clear difference on any metric"
-            unclear = [metric for metric in verdicts.index if verdicts[metric] == "no clear difference"]
-            if unclear and (better or worse):
-                clause += f"; no clear difference on {_metric_list(unclear)}"
+            unclear = list(verdicts.index[verdicts == "no clear difference"])
+            if not (better or worse or unclear):
+                continue
+            parts = ([f"makes {_metric_list(better)} better"] if better else []) + \
+                    ([f"makes {_metric_list(worse)} worse"] if worse else [])
+            clause = f"On {set_name} products, {effect} " + " and ".join(parts)
+            if unclear:
+                clause += ("; " if parts else "") + f"makes no clear difference on {_metric_list(unclear)}"
             sentences.append(clause + ".")
-    met = targets["met"]
-    summary = ("The fine-tune meets all its targets on held-out products."
-               if met.all() else f"The fine-tune misses {int((~met).sum())} of its {len(met)} targets on held-out "
-               f"products: {_metric_list([target for target in met.index if not met[target]])}.")
-    return " ".join(sentences + [summary])
+    unstable = int((differences["checked verdict"] == NOT_STABLE).sum())
+    if unstable:
+        sentences.append(f"{unstable} of the {len(differences)} comparisons are {NOT_STABLE} (an end of their "
+                         f"interval lies within {CROSS_RUN_MARGIN:.2f} of zero) and are not claimed.")
+    return " ".join(sentences + [targets_sentence(targets["result"])])
+
+
+def targets_sentence(results: pd.Series) -> str:
+    met, missed = list(results.index[results == "met"]), list(results.index[results == "missed"])
+    unstable = list(results.index[results == NOT_STABLE])
+    if len(met) == len(results):
+        return "The fine-tune meets all its targets on held-out products."
+    sentence = f"On held-out products the fine-tune meets {len(met)} of its {len(results)} targets"
+    if missed:
+        sentence += f", misses {_metric_list(missed)}"
+    if unstable:
+        sentence += f"; {_metric_list(unstable)}: {NOT_STABLE}, not claimed"
+    return sentence + "."

@@ -7,6 +7,7 @@ it prints stays, and ``load_model`` prints one line of its own.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -14,15 +15,34 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # display_path is re-exported: notebooks call helpers.models.display_path.
-from helpers.config import Profile, display_path, paths  # noqa: F401
+from helpers.config import NOT_STABLE, Profile, display_path, paths  # noqa: F401
 from helpers.prompts import cut_at_special_token, format_prompt
 from helpers.quiet import progress as progress_bar
-from helpers.quiet import silence_known_noise_in_notebooks, without_printed_noise
+from helpers.quiet import silence_known_noise_in_notebooks, silence_logged_noise, without_printed_noise
 
+silence_logged_noise()  # before bitsandbytes is imported: its named message is logged on import
 with without_printed_noise():
     # First, so that Unsloth patches transformers, TRL and PEFT before anything imports them.
     from unsloth import FastLanguageModel
 silence_known_noise_in_notebooks()
+
+
+def keep_bitsandbytes_on_float32() -> None:
+    """On the pinned float32 CPU path, the same 4-bit kernels on every x86 CPU.
+
+    Where its own CPUID check finds AVX512-BF16, bitsandbytes repacks a Linear4bit layer at its first inference
+    call and from then on multiplies in bfloat16 (it casts the activations and absmax), whatever dtype the course
+    asked for. Its check reads the CPU, not ATEN_CPU_CAPABILITY, so the course's pins do not reach it: layers built
+    while UNSLOTH_CPU_BF16=0 is in force are told the CPU has no such kernel, and dequantize to float32 as on an
+    AVX2 laptop.
+    """
+    if os.environ.get("UNSLOTH_CPU_BF16") == "0":
+        import bitsandbytes.nn.modules
+
+        bitsandbytes.nn.modules.has_avx512bf16 = lambda: False
+
+
+keep_bitsandbytes_on_float32()
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
@@ -363,14 +383,27 @@ FOUNDATION_EXPECTED = {NO_STOP: ("at least", 0.5), "loops": ("at least", 0.2)}
 FINE_TUNED_EXPECTED = {NO_STOP: ("at most", 0.10), "loops": ("at most", 0.10)}
 
 
-def expectations_table(counts: pd.DataFrame, total: int, expected: dict[str, tuple[str, float]]) -> pd.DataFrame:
-    """Whether each failure mode's share of ``total`` answers is at least / at most its threshold."""
+def expectations_table(counts: pd.DataFrame, total: int, expected: dict[str, tuple[str, float]],
+                       margin: float = 0.0) -> pd.DataFrame:
+    """Whether each failure mode's share of ``total`` answers is at least / at most its threshold: "yes" or "no"
+    when the share lies at least ``margin`` on one side of it, else NOT_STABLE (a trained model's shares move between
+    runs: helpers.config.CROSS_RUN_MARGIN)."""
     rows = []
     for mode, (bound, threshold) in expected.items():
         share = counts["answers"].get(mode, 0) / total
-        holds = share >= threshold if bound == "at least" else share <= threshold
-        rows.append({"failure mode": mode, "required share": f"{bound} {threshold:.0%}", "holds": bool(holds)})
+        room = share - threshold if bound == "at least" else threshold - share
+        rows.append({"failure mode": mode, "required share": f"{bound} {threshold:.0%}",
+                     "holds": clears(room, margin, yes="yes", no="no")})
     return pd.DataFrame(rows).set_index("failure mode")
+
+
+def clears(room: float, margin: float, yes: str, no: str) -> str:
+    """``yes`` when ``room`` (how far a number lies on the right side of its line) is at least ``margin``, ``no``
+    when it lies that far on the wrong side, NOT_STABLE in between. With no margin, a number on the line holds."""
+    room = round(room, 6)  # shares of 60 answers: 6/60 - 0.10 is not exactly zero in floating point
+    if margin == 0:
+        return yes if room >= 0 else no
+    return yes if room >= margin else no if room <= -margin else NOT_STABLE
 
 
 def baseline_counts_path(profile: Profile) -> Path:

@@ -31,6 +31,20 @@ NOTEBOOK_NOISE = {
 }
 
 
+# Logged by a library's own logger in every process, notebook, script or test alike: logger name → named messages.
+LOGGED_NOISE = {
+    "bitsandbytes.backends.cpu.ops": {
+        # Logged once, on import, and only on CPUs whose CPUID reports AVX512-BF16 (bitsandbytes' own check, which
+        # ATEN_CPU_CAPABILITY does not reach): it looked for an optional compiled bfloat16 kernel in the `kernels`
+        # package, which the course does not install (no download at run time). helpers.models keeps bitsandbytes
+        # off that bfloat16 kernel on the float32 path, so the message is about a path the course does not take,
+        # and it would make a notebook run on such a CPU differ from one on an AVX2 laptop.
+        "bitsandbytes: optional bfloat16 CPU kernel not installed (AVX512-BF16 CPUs only)":
+            re.compile(r"^Failed to load CPU gemm_4bit_forward from kernels-community: No module named 'kernels'"),
+    },
+}
+
+
 def is_known_noise(line: str, patterns: dict[str, re.Pattern]) -> bool:
     return any(pattern.search(line) for pattern in patterns.values())
 
@@ -72,8 +86,22 @@ def without_printed_noise() -> Iterator[None]:
 
 
 class NamedNoiseFilter(logging.Filter):
+    def __init__(self, patterns: dict[str, re.Pattern] = NOTEBOOK_NOISE) -> None:
+        super().__init__()
+        self.patterns = patterns
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not is_known_noise(record.getMessage(), NOTEBOOK_NOISE)
+        return not is_known_noise(record.getMessage(), self.patterns)
+
+
+def silence_logged_noise() -> None:
+    """Drop the LOGGED_NOISE messages at their loggers. Call before the library is imported: a logger can be
+    configured before its module exists, and these messages are logged on import. Idempotent."""
+    for logger_name, patterns in LOGGED_NOISE.items():
+        logger = logging.getLogger(logger_name)
+        if not any(isinstance(existing, NamedNoiseFilter) and existing.patterns is patterns
+                   for existing in logger.filters):
+            logger.addFilter(NamedNoiseFilter(patterns))
 
 
 def in_notebook() -> bool:

@@ -25,7 +25,8 @@ from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 from langchain_core.runnables import Runnable, RunnableLambda, RunnableParallel, RunnablePassthrough
 
 import helpers.models  # noqa: F401  (Unsloth first: sentence-transformers imports transformers)
-from helpers.config import Profile, active_profile, embedding_model_name, paths
+from helpers.config import FACTS_USED_MARGIN, Profile, active_profile, embedding_model_name, paths
+from helpers.models import clears
 from helpers.measurement import load_embeddings  # noqa: F401  (re-exported: notebooks call helpers.retrieval.load_embeddings)
 from helpers.prompts import document_text, format_context, format_prompt
 from helpers.quiet import progress as progress_bar
@@ -550,18 +551,40 @@ def facts_used(results: list[dict], facts: dict | None = None) -> pd.DataFrame:
     for result in results:
         uids = [document.metadata["uid"] for document in result["sources"]]
         own_uid = _own_uid(result)
+        own_stated, own_total = own_facts_stated(result, facts)
         stated = {document.metadata["title"]: sum(states(result["answer"], fact)
                                                    for fact in facts.get(document.metadata["uid"], {}).get("catalogue_facts", ()))
                   for document in result["sources"]}
         best = max(stated.values(), default=0)
-        own_facts = facts.get(own_uid, {}).get("catalogue_facts", ())
         rows.append({
             "product": result["product"],
             "own document ranked": uids.index(own_uid) + 1 if own_uid in uids else "not retrieved",
-            "own catalogue facts stated": f"{sum(states(result['answer'], fact) for fact in own_facts)} of {len(own_facts)}",
+            "own catalogue facts stated": f"{own_stated} of {own_total}",
             "facts taken from": " = ".join(title for title, count in stated.items() if count == best) if best else "no source",
         })
     return pd.DataFrame(rows).set_index("product")
+
+
+def own_facts_stated(result: dict, facts: dict) -> tuple[int, int]:
+    """(how many of its own record's catalogue facts a RAG answer states, how many that record holds)."""
+    own_facts = facts.get(_own_uid(result), {}).get("catalogue_facts", ())
+    return sum(states(result["answer"], fact) for fact in own_facts), len(own_facts)
+
+
+def facts_used_claim(results: list[dict], facts: dict | None = None, margin: float = FACTS_USED_MARGIN) -> str:
+    """What facts_used shows that holds across runs: how many products had their own record ranked first (retrieval
+    alone, no model), and whether the answers state fewer or more than half of their own records' catalogue facts,
+    claimed only when the share lies at least ``margin`` from one half (a fine-tuned model's answers move between
+    runs: helpers.config.FACTS_USED_MARGIN)."""
+    facts = load_facts() if facts is None else facts
+    ranked_first = sum(bool(result["sources"]) and result["sources"][0].metadata["uid"] == _own_uid(result)
+                       for result in results)
+    counts = [own_facts_stated(result, facts) for result in results]
+    stated, total = sum(count for count, _ in counts), sum(total for _, total in counts)
+    share = stated / total if total else 0.0
+    half = clears(0.5 - share, margin, yes="fewer than half", no="more than half")
+    return (f"own record ranked first: {ranked_first} of {len(results)} products; "
+            f"own catalogue facts the answers state: {half} of their {total}")
 
 
 def _own_uid(result: dict) -> str | None:
