@@ -1,9 +1,11 @@
 """One result on every x86 CPU: every claim nbval checks, computed from two runs of the same course on two CPUs.
 
-tests/fixtures/cross_cpu/ holds what main 7f77cae wrote on two machines: the committed run (a 2-core AMD EPYC,
-AVX2 only) and shared/evidence/xeon-avx512-7f77cae (a 2-core Intel Xeon with AVX-512 and AMX). Their base model
+tests/fixtures/cross_cpu/ holds what main 7f77cae wrote on two machines: its committed run (a 2-core AMD EPYC,
+AVX2 only) and shared/evidence/xeon-avx512-7f77cae (a 2-core Intel Xeon with AVX-512 and AMX, the kind of machine
+the notebooks are now committed from). Their base model
 answered identically; their fine-tunes parted at training step 10 and then answered differently (105 of 124
-fine-tuned answers differ). A checked claim that differs between these two tables would fail nbval on one of them.
+fine-tuned answers differ). A checked claim that differs between these two tables would fail nbval on one of them. The margins were chosen
+from these same two runs, so this is the check they were sized by, not a guarantee for a third CPU.
 
 The answers are scored again with today's metrics, so a change to a metric or a verdict rule is tried on both runs.
 The fixtures hold for the sample they were made from: with another data/raw/trn.json these tests skip, saying so.
@@ -117,8 +119,8 @@ def test_the_margin_covers_the_drift_measured_between_the_two_runs(runs):
 
 
 def test_target_shares_moved_by_at_most_half_the_margin(runs):
-    # A target is met when its share clears the line by at least CROSS_RUN_MARGIN: twice the largest move measured.
-    shares = [runs[run].metrics.loc[list(evaluation.SCORED_SETS), ["stops", "loops"]] for run in RUNS]
+    # A target is met when its number clears the line by at least CROSS_RUN_MARGIN: twice the largest move measured.
+    shares = [runs[run].metrics.loc[list(evaluation.SCORED_SETS), ["stops", "loops", "ROUGE-L"]] for run in RUNS]
     moved = (shares[0] - shares[1]).abs()
     assert moved.xs("foundation", level="system").max().max() == 0
     assert moved.max().max() <= config.CROSS_RUN_MARGIN / 2 + 1e-9
