@@ -380,7 +380,9 @@ FAKE_TRAINER = textwrap.dedent("""
     from pathlib import Path
     job, behaviour = Path(sys.argv[1]), sys.argv[2]
     for step in range(1, 4):
-        (job / "progress.json").write_text(json.dumps({"step": step, "max_steps": 3, "loss": 1.0 / step}))
+        # Atomically, as helpers.serving's own trainer writes it: the service may read it at any moment.
+        (job / ".progress.partial").write_text(json.dumps({"step": step, "max_steps": 3, "loss": 1.0 / step}))
+        (job / ".progress.partial").replace(job / "progress.json")
         time.sleep(0.1)
     if behaviour == "hang":
         time.sleep(600)
@@ -540,3 +542,13 @@ def test_served_rag_answer_names_the_retrieved_products(real_service):
     assert len(sources) == backend.profile.retriever_k
     assert sources[0]["title"] == "Girls Ballet Tutu Neon Blue"
     assert reply.choices[0].message.content
+
+
+def test_a_progress_file_caught_mid_write_reads_as_no_progress(tmp_path, caplog):
+    progress = tmp_path / "progress.json"
+    assert serving.read_progress(progress) == {}
+    progress.write_text('{"step": 2, "max_st')  # a trainer that does not write it atomically, read mid-write
+    assert serving.read_progress(progress) == {}
+    assert "unreadable" in caplog.text
+    progress.write_text('{"step": 2, "max_steps": 3, "loss": 0.5}')
+    assert serving.read_progress(progress)["step"] == 2

@@ -43,6 +43,7 @@ MODELS = ("foundation", "fine-tuned", "rag")
 GENERATION_SECONDS_HEADER = "x-generation-seconds"
 API_KEY_PREFIX = "sk-course-"
 JOB_STATES_FINISHED = ("succeeded", "failed", "cancelled")
+logger = logging.getLogger("helpers.serving")
 
 
 # --- Limits ------------------------------------------------------------------------------------------------------
@@ -471,8 +472,7 @@ class TrainingJobs:
         job = self.store.job(job_id)
         if job is None:
             raise ApiError(404, f"No training job {job_id!r}.", "not_found")
-        progress_file = self.job_dir(job_id) / "progress.json"
-        progress = json.loads(progress_file.read_text()) if progress_file.is_file() else {}
+        progress = read_progress(self.job_dir(job_id) / "progress.json")
         adapter = job["adapter"] and display_path(Path(job["adapter"]))
         return {"id": job_id, "object": "training.job", "status": job["status"], "examples": job["examples"],
                 "feedback_examples": job["feedback_examples"], "step": progress.get("step", 0),
@@ -482,6 +482,18 @@ class TrainingJobs:
     def stop_all(self) -> None:
         for job_id in list(self._processes):
             self.cancel(job_id)
+
+
+def read_progress(path: Path) -> dict:
+    """A job's progress.json; {} before its first step. A file that is not JSON (a trainer that does not write it
+    atomically) is logged and read as no progress, rather than failing the status request."""
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        logger.warning("unreadable %s (%s): progress not shown", path, error)
+        return {}
 
 
 def log_tail(path: Path, lines: int = 5) -> str:
@@ -746,7 +758,7 @@ def create_app(settings: ServiceSettings, backend: Backend, job_command=training
 
     @app.exception_handler(Exception)
     async def server_error(request, error: Exception):
-        logging.getLogger("helpers.serving").exception("error answering %s %s", request.method, request.url.path)
+        logger.exception("error answering %s %s", request.method, request.url.path)
         return ApiError(500, "Internal error: the service's log says what went wrong.", "server_error").response()
 
     def current_user(request: Request) -> str:
