@@ -1,5 +1,7 @@
 # The course's commands. Each one bootstraps the set-up first (idempotent, seconds when done).
 #   make course   run notebooks 01-07 in order on the active profile, outputs under outputs/, notebooks executed in place
+#                 (then each cell's stream outputs merged, progress bars kept at their last state: one stored line
+#                 per bar, as nbval compares them)
 #   make test     unit tests + nbval re-execution of every notebook (what CI runs)
 #   make bench    the performance benchmarks (not timed tests; numbers under outputs/benchmarks/)
 #   make student  the student versions of the notebooks, student/NN_*.ipynb (nbgrader generate_assignment)
@@ -28,6 +30,8 @@ course: setup
 		echo "== executing $$nb"; \
 		$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 			--ExecutePreprocessor.timeout=3600 --ExecutePreprocessor.kernel_name=python3 "$$nb" || exit 1; \
+		$(BIN)/jupyter nbconvert --to notebook --inplace --log-level=WARN \
+			--CoalesceStreamsPreprocessor.enabled=True "$$nb" || exit 1; \
 	done
 	@echo "== course done: executed notebooks in notebooks/, results in outputs/"
 

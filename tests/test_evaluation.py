@@ -20,26 +20,6 @@ def test_rouge_l_is_one_for_identical_and_zero_for_disjoint_texts():
     assert 0 < evaluation.rouge_l("a pink tutu for girls", "a neon pink ballet tutu") < 1
 
 
-def test_a_fact_counts_only_when_its_words_appear_whole():
-    assert evaluation.fact_recall("A 32-page picture book by Judith Kerr, ages 3\u20137.",
-                                  ("judith kerr", "ages 3-7", "32 pages")) == pytest.approx(2 / 3)
-    assert evaluation.fact_recall("Ages 13-70", ("ages 3-7",)) == 0.0  # not inside other numbers
-    assert np.isnan(evaluation.fact_recall("anything", ()))
-
-
-def test_a_number_in_neither_title_nor_reference_is_invented():
-    title, reference = "Mog's Kittens, 24 Pieces", "A board book of 200,000 copies, first published in 1970."
-    assert not evaluation.invents_numbers("24 pieces, 200000 copies since 1970.", title, reference)
-    assert evaluation.invents_numbers("First published in 1971.", title, reference)
-    assert not evaluation.invents_numbers("A lovely book.", title, reference)
-
-
-def test_repetition_rate_separates_a_loop_from_fresh_text():
-    assert evaluation.repetition_rate(LOOP) > 0.6
-    assert evaluation.repetition_rate("A bright pink tulle tutu for girls who love ballet.") == 0.0
-    assert evaluation.repetition_rate("too short") == 0.0
-
-
 def test_embedding_cosine_ranks_meaning_not_wording(embedding_model):
     reference = "A bright pink tulle tutu for girls who love ballet."
     same, related, unrelated = evaluation.embedding_cosine(
@@ -56,35 +36,39 @@ def test_embedding_cosine_needs_one_reference_per_answer(embedding_model):
         evaluation.embedding_cosine(["a", "b"], ["a"], embedding_model)
 
 
-def _scored(rouge_by_system: dict[str, float], products: int = 30, noise: float = 0.0) -> pd.DataFrame:
-    """A hand-made scored answer table: every set and system, ``products`` products, chosen ROUGE-L values plus
-    seeded noise of +-``noise`` per product (the same for every system of a product: a paired design)."""
+def _scored(values_by_system: dict[str, float], products: int = 60, noise: float = 0.0,
+            metric: str = "catalogue facts") -> pd.DataFrame:
+    """A hand-made scored answer table: every set and shown system, ``products`` products, chosen values of one
+    metric plus seeded noise of +-``noise`` per product (the same for every system of a product: a paired design);
+    every other metric constant."""
     rng = np.random.default_rng(0)
     offsets = rng.uniform(-noise, noise, size=products)
     rows = []
     for set_name in evaluation.SETS:
-        for system in evaluation.SYSTEMS:
+        for system in evaluation.SHOWN:
             for index in range(products):
                 product = config.DEMO_PRODUCTS[index % 4] + f" {index}"
-                rows.append({
-                    "set": set_name, "system": system, "uid": f"U{index}", "product": product,
-                    "reference": f"reference of {product}", "answer": f"{system} about {product}", "sources": "",
-                    "finish reason": "stop", "latency s": 1.0 + evaluation.SYSTEMS.index(system),
-                    "ROUGE-L": rouge_by_system[system] + offsets[index] + rng.normal(0, noise / 10 + 1e-9),
-                    "cosine": 0.5, "title facts": np.nan if index else 0.25, "catalogue facts": 0.5,
-                    "invents numbers": 0.0, "repetition": 0.1, "stops": 1.0, "loops": 0.0,
-                })
+                row = {"set": set_name, "system": system, "uid": f"U{index}", "product": product,
+                       "reference": f"reference of {product}", "answer": f"{system} about {product}", "sources": "",
+                       "finish reason": "stop", "latency s": 1.0, "facts": "",
+                       **{name: 0.5 for name in evaluation.METRICS}}
+                row.update({"contradicts": 0.0, "invents": 0.0, "neighbour facts": 0.0, "stops": 1.0, "loops": 0.0,
+                            "title facts": np.nan if index == 0 else 0.9, "fact precision": 1.0})
+                row[metric] = values_by_system.get(system, 0.5) + offsets[index] + rng.normal(0, noise / 10 + 1e-9)
+                rows.append(row)
     return pd.DataFrame(rows)
 
 
-def test_metrics_table_has_means_and_intervals_per_set_and_system_in_course_order():
-    table = evaluation.metrics_table(_scored(dict(zip(evaluation.SYSTEMS, (0.1, 0.2, 0.3, 0.4)))), seed=1)
-    assert list(table.index) == [(s, m) for s in evaluation.SETS for m in evaluation.SYSTEMS]
-    assert table.loc[("held-out", "RAG (base)"), "ROUGE-L"] == pytest.approx(0.3)
-    # A product without facts is left out of the mean, not counted as zero.
-    assert table.loc[("demo", "foundation"), "title facts"] == pytest.approx(0.25)
-    assert (table["products"] == 30).all()
-    assert (table["ROUGE-L low"] <= table["ROUGE-L"]).all() and (table["ROUGE-L"] <= table["ROUGE-L high"]).all()
+def test_metrics_table_has_means_intervals_and_n_per_set_and_system_baselines_first():
+    table = evaluation.metrics_table(_scored({"grounded": 0.9, "copy the top record": 0.8}), seed=1)
+    assert list(table.index) == [(s, m) for s in evaluation.SETS for m in evaluation.SHOWN]
+    assert table.index[1] == ("demo", "title only") and table.index[2] == ("demo", "foundation")
+    assert table.loc[("held-out", "grounded"), "catalogue facts"] == pytest.approx(0.9)
+    # A product without title facts is left out of that mean and of its n, not counted as zero.
+    assert table.loc[("held-out", "grounded"), "title facts n"] == 59
+    assert (table["products"] == 60).all()
+    low, high = table["catalogue facts low"], table["catalogue facts high"]
+    assert ((low <= table["catalogue facts"]) & (table["catalogue facts"] <= high)).all()
 
 
 def test_bootstrap_interval_covers_the_mean_and_narrows_with_more_data():
@@ -97,89 +81,133 @@ def test_bootstrap_interval_covers_the_mean_and_narrows_with_more_data():
     assert evaluation.bootstrap_interval(small, seed=1) == (low_small, high_small)  # seeded
 
 
+def test_a_paired_interval_resamples_pairs_and_is_zero_when_nothing_differs():
+    rng = np.random.default_rng(4)
+    before = rng.random(60)
+    same = evaluation.paired_interval(before, before, seed=1)
+    assert (same.low, same.high, same.mean, same.p_value) == (0.0, 0.0, 0.0, 1.0)
+    shifted = evaluation.paired_interval(before, before + 0.1 + rng.normal(0, 0.01, 60), seed=1)
+    # Paired: the products' own spread (0.29) cancels, and the interval is narrow around +0.1.
+    assert 0.09 < shifted.low < shifted.mean < shifted.high < 0.11 and shifted.p_value < 0.001
+    with_gaps = evaluation.paired_interval([1.0, np.nan, 0.0, 1.0], [1.0, 1.0, np.nan, 0.0], seed=1)
+    assert with_gaps.n == 2  # a pair with a missing value is left out
+
+
 def test_a_clear_difference_is_better_and_noise_is_no_clear_difference():
-    clear = evaluation.paired_differences(_scored(dict(zip(evaluation.SYSTEMS, (0.1, 0.3, 0.1, 0.3)))), seed=1)
-    noisy = evaluation.paired_differences(_scored(dict(zip(evaluation.SYSTEMS, (0.1, 0.102, 0.1, 0.1))),
-                                                  noise=0.2), seed=1)
-    def verdict(table, effect, metric="ROUGE-L"):
-        return table[(table["set"] == "held-out") & (table["effect"] == effect) & (table["metric"] == metric)].iloc[0]
-    assert verdict(clear, "fine-tuning, without retrieval")["verdict"] == "better"
-    assert verdict(clear, "retrieval, on the fine-tuned model")["verdict"] == "no clear difference"
-    assert verdict(noisy, "fine-tuning, without retrieval")["verdict"] == "no clear difference"
-    # Lower is better for loops: more loops after is "worse".
+    clear = evaluation.paired_differences(_scored({"grounded": 0.9, "RAG (ungated)": 0.5}), seed=1)
+    noisy = evaluation.paired_differences(_scored({"grounded": 0.5}, noise=0.2), seed=1)
+
+    def row(table, effect, metric="catalogue facts", set_name="in-index"):
+        return table[(table["set"] == set_name) & (table["effect"] == effect) & (table["metric"] == metric)].iloc[0]
+    assert row(clear, "the gate")["verdict"] == "better"
+    assert row(clear, "the gate")["checked verdict"] == "better"  # primary, and clear of the margin
+    assert row(noisy, "the gate")["verdict"] == "no clear difference"
+    # Lower is better for contradictions: more of them after is "worse".
     assert evaluation.verdict(0.1, 0.3, higher_is_better=False) == "worse"
     assert evaluation.verdict(-0.3, -0.1, higher_is_better=False) == "better"
 
 
+def test_the_primary_family_is_corrected_and_the_rest_is_exploratory():
+    differences = evaluation.paired_differences(_scored({"grounded": 0.9}), seed=1)
+    primary = differences[differences["family"] == "primary"]
+    assert len(primary) == len(evaluation.PRIMARY)
+    assert primary["adjusted p"].notna().all() and (primary["adjusted p"] >= primary["p"]).all()
+    assert differences.loc[differences["family"] == "exploratory", "adjusted p"].isna().all()
+    assert list(evaluation.verdict_table(differences).index) == list(evaluation.PRIMARY)
+
+
+def test_a_primary_difference_that_the_correction_does_not_support_is_no_clear_difference():
+    # An interval that excludes zero with a p-value of 0.04 among eight comparisons that show nothing.
+    rows = [{"set": "held-out", "effect": "the gate", "metric": "invents", "low": -0.2, "high": -0.01, "p": 0.04,
+             "n": 60, "family": "primary", "margin": 0.0}]
+    rows += [{**rows[0], "metric": "contradicts", "low": -0.1, "high": 0.1, "p": 0.9}] * 7
+    checked = evaluation.with_checked_verdicts(pd.DataFrame(rows))
+    assert checked.loc[0, "adjusted p"] > evaluation.FALSE_DISCOVERY_RATE
+    assert checked.loc[0, "checked verdict"] == "no clear difference"
+
+
+def test_no_verdict_below_the_minimum_number_of_products():
+    differences = evaluation.paired_differences(_scored({"grounded": 0.9}, products=3), seed=1)
+    assert (differences["checked verdict"] == evaluation.TOO_FEW).all()
+
+
 def test_the_demo_set_is_not_scored_into_the_verdict():
-    differences = evaluation.paired_differences(_scored(dict.fromkeys(evaluation.SYSTEMS, 0.2)), seed=1)
+    differences = evaluation.paired_differences(_scored({}), seed=1)
     assert set(differences["set"]) == {"in-index", "held-out"}
 
 
-def test_conclusion_lists_each_effect_from_its_verdicts():
-    scored = _scored(dict(zip(evaluation.SYSTEMS, (0.1, 0.3, 0.1, 0.3))))
-    differences = evaluation.paired_differences(scored, seed=1)
-    lines = evaluation.conclusions(differences)
-    fine_tuning = next(line for line in lines if "fine-tuning, without retrieval" in line)
-    retrieval = next(line for line in lines if "retrieval, on the base model" in line)
-    assert "better: ROUGE-L |" in fine_tuning
-    assert "better: - |" in retrieval and "worse: - |" in retrieval
-    targets = evaluation.fine_tune_targets(evaluation.metrics_table(scored, seed=1), differences)
-    text = evaluation.written_conclusion(differences, targets)
-    assert "On held-out products, fine-tuning, without retrieval makes ROUGE-L better" in text
-    assert "retrieval, on the base model makes no clear difference on ROUGE-L, cosine" in text
-    # 0.3 is 3x 0.1, and the interval of the difference is above zero; stops 100%, loops 0%.
-    assert (targets["result"] == "met").all() and text.endswith("The fine-tune meets all its targets on held-out products.")
+def test_targets_are_met_missed_or_not_claimed_with_the_margin():
+    scored = _scored({"grounded": 0.97, "copy the top record": 0.8})
+    metrics, differences = evaluation.metrics_table(scored, seed=1), evaluation.paired_differences(scored, seed=1)
+    demo = scored[(scored["set"] == "demo") & (scored["system"] == "grounded")].index[:4]
+    scored.loc[demo, "product"] = list(config.DEMO_PRODUCTS)
+    scored.loc[demo, "catalogue facts"] = 1.0
+    targets = evaluation.targets_table(metrics, differences, scored)
+    assert targets.loc["in-index, grounded: catalogue facts at least 0.90", "result"] == "met"  # 0.97: 0.07 past
+    assert targets.loc["in-index, grounded: catalogue facts at least the copy baseline's", "result"] == "met"
+    assert targets.loc["held-out, grounded: title facts at least 0.80", "result"] == "met"  # 0.90
+    assert targets.loc["held-out, grounded: contradicts at most 0.05", "result"] == "met"  # none: 0.05 below
+    assert targets.loc[targets.index[-1], "result"] == "met" and targets.iloc[-1]["measured"] == "4 of 4"
+    near = evaluation.targets_table(evaluation.metrics_table(_scored({"grounded": 0.92}), seed=1), differences, scored)
+    assert near.loc["in-index, grounded: catalogue facts at least 0.90", "result"] == config.NOT_STABLE
+    text = evaluation.written_conclusion(differences, near)
+    assert "In-index, the gate: better on catalogue facts." in text
+    assert text.endswith("not claimed.") and "Targets:" in text
 
 
-def test_a_missed_target_is_named():
-    scored = _scored(dict(zip(evaluation.SYSTEMS, (0.25, 0.3, 0.1, 0.3))))
-    targets = evaluation.fine_tune_targets(evaluation.metrics_table(scored, seed=1),
-                                           evaluation.paired_differences(scored, seed=1))
-    # 0.3 against 2 × 0.25: short of the line by 0.2, more than the cross-run margin.
-    assert targets.loc["ROUGE-L, fine-tuned ÷ foundation", "result"] == "missed"
-    text = evaluation.written_conclusion(evaluation.paired_differences(scored, seed=1), targets)
-    assert "misses ROUGE-L, fine-tuned ÷ foundation" in text
-
-
-def test_a_target_within_the_cross_run_margin_of_its_line_is_not_claimed():
-    margin = config.CROSS_RUN_MARGIN
+def test_a_target_within_the_margin_of_its_line_is_not_claimed():
+    margin = config.TARGET_MARGIN
     assert evaluation.clears(0.90 - 0.90, margin, yes="met", no="missed") == config.NOT_STABLE
-    assert evaluation.clears(0.95 - 0.90, margin, yes="met", no="missed") == config.NOT_STABLE
     assert evaluation.clears(1.00 - 0.90, margin, yes="met", no="missed") == "met"  # every answer stops
-    assert evaluation.clears(0.10 - 0.00, margin, yes="met", no="missed") == "met"  # none loops
     assert evaluation.clears(0.70 - 0.90, margin, yes="met", no="missed") == "missed"
-    # Without a margin (the base model's answers reproduce), a share on its line holds.
     assert evaluation.clears(6 / 60 - 0.10, 0.0, yes="yes", no="no") == "yes"
 
 
 def test_a_verdict_is_checked_only_when_both_ends_clear_zero_by_more_than_the_margin():
     margin = config.CROSS_RUN_MARGIN
-    # The two CPUs' intervals of one difference (06, held-out, retrieval on the fine-tuned model, catalogue facts):
-    # "no clear difference" on one, "better" on the other; checked, both are "not stable across runs".
+    # The two CPUs' intervals of one difference of the old comparison: "no clear difference" on one, "better" on
+    # the other; checked, both are "not stable across runs".
     assert evaluation.verdict(-0.007, 0.085, True) != evaluation.verdict(0.030, 0.129, True)
     assert evaluation.checked_verdict(-0.007, 0.085, True, margin) == config.NOT_STABLE
     assert evaluation.checked_verdict(0.030, 0.129, True, margin) == config.NOT_STABLE
     assert evaluation.checked_verdict(0.32, 0.43, True, margin) == "better"
     assert evaluation.checked_verdict(-0.49, -0.21, True, margin) == "worse"
     assert evaluation.checked_verdict(-0.30, 0.25, True, margin) == "no clear difference"
-    # Between untrained systems there is no margin: the 95% verdict is the checked one.
-    assert evaluation.cross_run_margin("foundation", "RAG (base)") == 0
+    # Between systems without an adapter there is no margin: the 95% verdict is the checked one.
+    assert evaluation.cross_run_margin("foundation", "title only") == 0
+    assert evaluation.cross_run_margin("copy the top record", "grounded") == margin
     assert evaluation.checked_verdict(0.004, 0.081, True, 0.0) == "better"
 
 
-def test_demo_side_by_side_has_the_reference_and_one_column_per_system():
-    scored = _scored(dict.fromkeys(evaluation.SYSTEMS, 0.2), products=4)
+def test_side_by_side_has_the_reference_and_each_systems_answer_with_its_facts():
+    scored = _scored({}, products=4)
     scored["product"] = scored["product"].str.rsplit(" ", n=1).str[0]
-    table = evaluation.demo_side_by_side(scored)
+    scored["facts"] = "right: age 2-8"
+    table = evaluation.side_by_side(scored, "demo")
     assert list(table.columns) == ["reference", *evaluation.SYSTEMS]
-    assert table.loc["Girls Ballet Tutu Neon Blue", "fine-tuned"] == "fine-tuned about Girls Ballet Tutu Neon Blue 0"
-    assert table.loc["Mog's Kittens", "reference"] == "reference of Mog's Kittens 1"
+    assert table.loc["Girls Ballet Tutu Neon Blue", "grounded"] == ("grounded about Girls Ballet Tutu Neon Blue 0\n"
+                                                                    "— right: age 2-8")
 
 
 def test_markdown_table_has_a_header_and_one_line_per_row():
-    table = evaluation.with_intervals(evaluation.metrics_table(_scored(dict.fromkeys(evaluation.SYSTEMS, 0.2)), seed=1))
+    table = evaluation.with_intervals(evaluation.metrics_table(_scored({}), seed=1), ["catalogue facts"])
     lines = evaluation.markdown_table(table).splitlines()
-    assert lines[0].startswith("| set | system | ROUGE-L")
-    assert len(lines) == 2 + len(table) == 2 + 8
-    assert lines[-1].startswith("| held-out | RAG (fine-tuned) | 0.20 [0.20, 0.20] |")
+    assert "catalogue facts" in lines[0] and len(lines) == 2 + len(table) == 2 + 12
+    assert "grounded" in lines[-1] and "0.50 [0.50, 0.50]" in lines[-1]
+
+
+def test_the_answers_are_scored_on_facts_form_and_wording(embedding_model):
+    answers = pd.DataFrame([
+        {"set": "held-out", "system": "grounded", "uid": "0933697214", "product": "The Book of Revelation",
+         "reference": "First published in 1919; 208 pages.", "answer": "A Paperback of 164 pages.",
+         "finish reason": "stop"},
+        {"set": "held-out", "system": "title only", "uid": "0933697214", "product": "The Book of Revelation",
+         "reference": "First published in 1919; 208 pages.", "answer": "The Book of Revelation",
+         "finish reason": None},
+    ])
+    scored = evaluation.score_answers(answers, embedding_model)
+    grounded, title = scored.iloc[0], scored.iloc[1]
+    assert grounded["contradicts"] == 1.0 and grounded["invents"] == 1.0 and grounded["fact precision"] == 0.5
+    assert grounded["catalogue facts"] == pytest.approx(1 / 5) and np.isnan(grounded["title facts"])
+    assert grounded["stops"] == 1.0 and np.isnan(title["stops"]) and np.isnan(title["loops"])  # baselines generate nothing
+    assert title["invents"] == 0.0 and np.isnan(title["fact precision"])

@@ -110,8 +110,26 @@ def test_echoed_sections_and_cut_off_answers_are_named():
 def test_failure_counts_pool_loops_and_give_shares():
     from helpers.models import failure_mode_counts
 
-    counts = failure_mode_counts(["A b", "C d"], ["x y z w x y z w x y z w.", "p q r s p q r s p q r s."])
+    counts = failure_mode_counts([{"product": "A b"}, {"product": "C d"}],
+                                 ["x y z w x y z w x y z w.", "p q r s p q r s p q r s."])
     assert counts.loc["loops", "answers"] == 2 and counts.loc["loops", "share"] == "100%"
+
+
+def test_the_failure_table_names_invented_and_contradicted_facts():
+    """Notebook 03's table once said "none found" beside a tutu "made of recycled cardboard … fits ages 8-11"."""
+    from helpers.models import CONTRADICTS, INVENTS, failure_mode_counts, failure_mode_table
+
+    tutu = {"uid": "0000031895", "product": "Girls Ballet Tutu Neon Blue",
+            "description": "Dance tutu for girls ages 2-8 years."}
+    answers = ["A neon blue tutu made of recycled cardboard, fits ages 8-11.", "A neon blue tutu for girls ages 2-8."]
+    table = failure_mode_table([tutu, tutu], answers)
+    assert table.loc[0, "failure modes"] == f"{CONTRADICTS}; {INVENTS}"
+    assert table.loc[0, "facts"] == "right: color neon blue; contradicts: age 8-11; invents: material cardboard"
+    assert table.loc[1, "failure modes"] == "none found"
+    counts = failure_mode_counts([tutu, tutu], answers)
+    assert counts.loc[INVENTS, "answers"] == 1 and counts.loc[CONTRADICTS, "share"] == "50%"
+    unknown = failure_mode_table([{"uid": "NOT-IN-THE-SAMPLE", "product": "A b"}], ["A b."])
+    assert unknown.loc[0, "facts"] == "no record to check"
 
 
 def test_prompts_are_batched_by_length_and_answered_in_the_given_order():

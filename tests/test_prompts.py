@@ -1,7 +1,7 @@
 import pytest
 
 from helpers.config import ALPACA_INSTRUCTION
-from helpers.prompts import extract_response, format_prompt, format_training_text
+from helpers.prompts import Catalogue, extract_response, format_prompt, format_training_text
 
 
 def test_prompt_is_the_reference_alpaca_layout_up_to_the_response():
@@ -11,15 +11,23 @@ def test_prompt_is_the_reference_alpaca_layout_up_to_the_response():
     assert prompt.endswith("### Response:\n")
 
 
-def test_context_goes_into_the_input_section_after_the_title():
-    prompt = format_prompt("The Prophet", context="Product: The Prophet - Description: Gibran's poems.")
-    input_section = prompt.split("### Input:\n")[1].split("### Response:")[0]
-    assert input_section.startswith("The Prophet\n")
-    assert "Gibran's poems." in input_section
+def test_the_catalogues_record_goes_into_the_input_section_apart_from_the_other_products():
+    catalogue = Catalogue("Product: The Prophet - Description: Gibran's poems.",
+                          ("Product: The Book of Job - Description: A translation.",))
+    input_section = format_prompt("The Prophet", catalogue).split("### Input:\n")[1].split("\n\n### Response:")[0]
+    assert input_section == ("The Prophet\n\n"
+                             "Catalogue record of this product:\nProduct: The Prophet - Description: Gibran's poems.\n\n"
+                             "Other products (not this one):\nProduct: The Book of Job - Description: A translation.")
 
 
-def test_blank_context_gives_the_plain_prompt():
-    assert format_prompt("The Prophet", context="  ") == format_prompt("The Prophet")
+def test_without_a_record_the_prompt_says_so_and_shows_no_other_product():
+    prompt = format_prompt("The Prophet", Catalogue(None, ("Product: The Book of Job - Description: x",)))
+    assert "Catalogue record of this product: none. The catalogue does not hold this product." in prompt
+    assert "The Book of Job" not in prompt
+
+
+def test_without_retrieval_the_prompt_is_the_plain_one():
+    assert "Catalogue" not in format_prompt("The Prophet")
 
 
 def test_training_text_is_the_inference_prompt_plus_description_and_eos():

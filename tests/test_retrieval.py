@@ -175,7 +175,38 @@ def test_rag_chain_returns_answer_and_the_retrieved_sources(profile, tiny_store)
     assert result["sources"][0].metadata["title"] == "The Prophet"
     for document in result["sources"]:
         assert document.page_content in result["prompt"]
+    assert result["record"].metadata["title"] == "The Prophet"
     assert list(retrieval.sources_table(result)["source title"])[0] == "The Prophet"
+
+
+def test_the_gate_takes_only_the_record_whose_title_is_the_products():
+    from langchain_core.documents import Document
+
+    sources = [Document(page_content="", metadata={"uid": uid, "title": title}) for uid, title in
+               (("1", "Girls Ballet Tutu Neon Pink"), ("2", "Girls Ballet Tutu Neon Blue"), ("3", "Mog's Kittens"))]
+    assert retrieval.catalogue_record("girls ballet tutu  NEON BLUE", sources).metadata["uid"] == "2"
+    assert retrieval.catalogue_record("Mogs Kittens", sources).metadata["uid"] == "3"  # punctuation aside
+    assert retrieval.catalogue_record("Girls Ballet Tutu Neon Green", sources) is None  # a neighbour is not it
+
+
+def test_gated_the_prompt_says_the_catalogue_has_no_record_and_ungated_it_takes_the_first_result(profile, tiny_store):
+    from helpers.prompts import NO_RECORD, RECORD_HEADING
+
+    search = retrieval.retriever(tiny_store, profile)
+    gated = retrieval.retrieval_step(search, profile.context_words).invoke("Girls Ballet Tutu Neon Green")
+    ungated = retrieval.retrieval_step(search, profile.context_words, gated=False).invoke("Girls Ballet Tutu Neon Green")
+    assert gated["record"] is None and NO_RECORD in gated["prompt"]
+    assert gated["sources"] == ungated["sources"]  # the same retrieval; only the decision differs
+    assert ungated["record"] is ungated["sources"][0]
+    assert f"{RECORD_HEADING}\n{ungated['sources'][0].page_content}" in ungated["prompt"]
+
+
+def test_the_gate_report_counts_decisions_and_gives_precision_and_recall(profile, tiny_store, records):
+    held_out = [{"uid": "H1", "product": "Girls Ballet Tutu Neon Green", "description": "x"}]
+    table = retrieval.gate_report(tiny_store, {"in-index": records[:3], "held-out": held_out}, k=profile.retriever_k)
+    assert list(table["the gate said it holds"]) == [3, 0]
+    assert table.attrs["precision"] == 1.0 and table.attrs["recall"] == 1.0
+    assert retrieval.gate_precision_recall(table).endswith("precision 1.00, recall 1.00")
 
 
 @pytest.mark.slow
@@ -417,14 +448,19 @@ def test_long_sources_are_cut_visibly_and_counted(profile, tiny_store):
     assert result["prompt"].count(" …") == profile.retriever_k
 
 
-def test_facts_used_names_the_source_whose_facts_the_answer_states():
+def test_facts_used_says_which_facts_an_answer_got_right_and_which_it_took_from_another_source():
     from langchain_core.documents import Document
 
     sources = [Document(page_content="", metadata={"uid": uid, "title": title})
                for uid, title in (("0394404289", "The Prophet"), ("0933697214", "The Book of Revelation"))]
-    right = {"product": "The Prophet", "sources": sources, "answer": "Gibran's 26 poems, in hardcover."}
-    wrong = {"product": "The Prophet", "sources": sources, "answer": "Clarence Larkin's study, 208 pages, 1919."}
+    right = {"product": "The Prophet", "sources": sources, "record": sources[0],
+             "answer": "Kahlil Gibran's 26 aphorisms, in hardcover."}
+    wrong = {"product": "The Prophet", "sources": sources, "record": sources[1],
+             "answer": "Clarence Larkin's study, 208 pages, first published in 1919."}
     table = retrieval.facts_used([right, wrong])
-    assert list(table["facts taken from"]) == ["The Prophet", "The Book of Revelation"]
-    assert list(table["own document ranked"]) == [1, 1]
-    assert list(table["own catalogue facts stated"]) == ["3 of 3", "0 of 3"]
+    assert list(table["own record ranked"]) == [1, 1]
+    assert list(table["record in the prompt"]) == ["The Prophet", "The Book of Revelation"]
+    assert list(table["own catalogue facts stated"]) == ["3 of 4", "0 of 4"]
+    assert table["facts"].iloc[0] == "right: aphorisms 26, format hardcover, person kahlil gibran"
+    assert "contradicts: person clarence larkin" in table["facts"].iloc[1]
+    assert "from a neighbour: pages 208, person clarence larkin, year 1919" in table["facts"].iloc[1]

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from collections import Counter
 
+import pytest
+
 from helpers import synthetic
 from helpers.config import DEMO_PRODUCTS, paths
 
@@ -75,26 +77,65 @@ def test_cli_writes_the_requested_number_of_records(tmp_path):
     assert len(output.read_text(encoding="utf-8").splitlines()) == 120
 
 
-def test_every_description_states_its_facts_and_catalogue_facts_are_not_in_the_title():
-    """A coherent product: its title facts are in its title and its description, its catalogue facts only in its
-    description (the 'Okavango Bed Sheet Set needs 4 AA batteries' of an older generator fails this)."""
-    products = [(uid, product) for uid, product, _, _ in synthetic.generate_products(synthetic.SAMPLE_RECORDS)
-                if product.title_facts or product.catalogue_facts]
-    assert len(products) > 2000
+def generated_records_with_facts() -> list[tuple[str, synthetic.Product]]:
+    demo_uids = {uid for uid, *_ in synthetic.DEMO_RECORDS}
+    return [(uid, product) for uid, product, _, _ in synthetic.generate_products(synthetic.SAMPLE_RECORDS)
+            if product.facts and uid not in demo_uids]
+
+
+def values(product: synthetic.Product, attribute: str) -> set[str]:
+    return {fact.value for fact in product.facts if fact.attribute == attribute}
+
+
+def test_records_agree_with_themselves_per_category():
+    """Pages only for books, and as many as the format holds; sizes that fit the ages they state; media with their
+    media's facts. (The old generator wrote "Board book, 761 pages" and "Toddler 2T ... fits ages 9-13".)"""
+    products = generated_records_with_facts()
+    assert len(products) > 2500
+    book_formats = {synthetic.fact_form(name) for name in synthetic.BOOK_FORMATS}
     for uid, product in products:
-        for fact in product.title_facts:
-            assert synthetic.states(product.title, fact) and synthetic.states(product.content, fact), (uid, fact)
-        for fact in product.catalogue_facts:
-            assert synthetic.states(product.content, fact), (uid, fact)
-            assert not synthetic.states(product.title, fact), (uid, fact)
+        formats, pages, sizes, ages = (values(product, name) for name in ("format", "pages", "size", "age"))
+        if pages:
+            assert formats & book_formats, uid
+        if "board book" in formats:
+            assert all(int(count) <= 30 for count in pages), uid
+        if formats & {"hardcover", "paperback"} and not ages:
+            assert all(int(count) >= 80 for count in pages), uid
+        for size in sizes:
+            if size.startswith("child"):
+                assert ages == {size.removeprefix("child ")}, uid
+            elif size.startswith(("toddler", "youth")):
+                assert ages and all(int(age.split("-")[1]) <= 9 for age in ages), uid
+            else:
+                assert not ages, (uid, size, ages)  # adult sizes fit no children's ages
+        if formats & {"audio cd", "vinyl lp"}:
+            (tracks,), (minutes,) = values(product, "tracks"), values(product, "minutes")
+            assert 3 * int(tracks) <= int(minutes) <= 5 * int(tracks) + 4, uid
+        if formats & {"dvd", "blu-ray"}:
+            assert values(product, "rating") and values(product, "minutes"), uid
+        if values(product, "batteries") - {"none"}:
+            assert any(toy in product.title for toy in ("Remote Control Car", "Train Set", "Science Kit")), uid
+
+
+def test_every_generated_record_has_facts_only_its_description_holds():
+    for uid, product in generated_records_with_facts():
         assert product.catalogue_facts, uid
 
 
 def test_committed_facts_are_what_the_generator_writes(tmp_path):
     synthetic.write_sample(tmp_path / "trn.json", synthetic.SAMPLE_RECORDS)
     assert (tmp_path / "trn_facts.json").read_bytes() == synthetic.facts_path(paths().raw_sample).read_bytes()
-    facts = synthetic.load_facts()
-    assert facts["0933697214"]["catalogue_facts"] == ("clarence larkin", "35", "1919", "208 pages", "paperback")
+    revelation = synthetic.load_facts()["0933697214"]
+    assert {(fact.attribute, fact.value) for fact in revelation} == {
+        ("person", "clarence larkin"), ("charts", "35"), ("year", "1919"), ("pages", "208"), ("format", "paperback")}
+    assert not any(fact.in_title for fact in revelation)
+
+
+def test_a_broken_facts_file_names_the_file_and_line(tmp_path):
+    (tmp_path / "trn.json").write_text("")
+    (tmp_path / "trn_facts.json").write_text('{"uid": "1", "facts": []}\n{"uid": "2", "title_facts": []}\n')
+    with pytest.raises(ValueError, match=r"trn_facts.json, line 2"):
+        synthetic.load_facts(tmp_path / "trn.json")
 
 
 def test_a_sample_without_a_facts_file_has_no_facts(tmp_path):

@@ -91,45 +91,71 @@ def catalogue(count):
 
 def test_training_examples_are_prompt_and_completion_with_eos():
     from helpers.prompts import format_prompt
-    from helpers.training import training_examples
+    from helpers.training import TITLE_ONLY, training_examples
 
-    profile = dataclasses.replace(cpu_profile(), rag_training_share=0.0)
+    profile = dataclasses.replace(cpu_profile(), record_share=0.0, no_record_share=0.0)
     examples = training_examples(catalogue(6), catalogue(6), profile, "<|im_end|>")
     assert examples.dataset.column_names == ["prompt", "completion"]
     assert examples.dataset[0]["prompt"] == format_prompt("Girls Ballet Tutu Model 0")
     assert examples.dataset[0]["completion"] == "Girls Ballet Tutu model 0, with 2 parts.<|im_end|>"
-    assert examples.with_context == 0
+    assert examples.kinds == (TITLE_ONLY,) * 6
 
 
-def test_a_share_of_prompts_carries_the_own_document_among_its_nearest_neighbours():
-    from helpers.prompts import document_text
-    from helpers.training import training_examples
+def test_examples_with_a_record_show_it_apart_from_the_nearest_other_products():
+    from helpers.prompts import OTHERS_HEADING, RECORD_HEADING, document_text
+    from helpers.training import WITH_RECORD, training_examples
 
-    profile = dataclasses.replace(cpu_profile(), rag_training_share=0.5, retriever_k=3, context_words=200)
+    profile = dataclasses.replace(cpu_profile(), record_share=0.5, no_record_share=0.0, retriever_k=3,
+                                  context_words=200)
     pool = catalogue(12)
     examples = training_examples(pool, pool, profile, "<|im_end|>")
-    assert examples.with_context == 6 and examples.shortened_documents == 0
-    positions = set()
-    for row in examples.context_rows:
+    assert examples.count(WITH_RECORD) == 6 and examples.shortened_documents == 0
+    for row, kind in enumerate(examples.kinds):
         record, prompt = pool[row], examples.dataset[row]["prompt"]
-        context = prompt.split("Context:\n", 1)[1].split("\n\n### Response:")[0].splitlines()
-        assert len(context) == 3
+        if kind != WITH_RECORD:
+            assert RECORD_HEADING not in prompt
+            continue
         own = document_text(record["product"], record["description"]).strip()
-        positions.add(context.index(own))
-        # The neighbours are other products of the same family: the look-alikes a retriever returns.
+        shown_record = prompt.split(f"{RECORD_HEADING}\n", 1)[1].split("\n\n", 1)[0]
+        others = prompt.split(f"{OTHERS_HEADING}\n", 1)[1].split("\n\n### Response:")[0].splitlines()
+        assert shown_record == own and len(others) == 2 and own not in others
+        # The other products are of the same family: the look-alikes a retriever returns.
         family = record["product"].split(" Model")[0]
-        assert all(line.startswith(f"Product: {family}") for line in context)
-    assert len(positions) > 1  # the own document is not always in the same place
+        assert all(line.startswith(f"Product: {family}") for line in others)
     assert examples.dataset["completion"] == [record["description"].strip() + "<|im_end|>" for record in pool]
-    rows_without = [row for row in range(12) if row not in examples.context_rows]
-    assert all("Context:" not in examples.dataset[row]["prompt"] for row in rows_without)
 
 
-def test_a_long_context_document_is_cut_visibly_and_counted():
-    from helpers.prompts import format_context
+def test_examples_without_a_record_answer_with_the_titles_facts_and_nothing_more():
+    from helpers.prompts import NO_RECORD, no_record_answer
+    from helpers.training import NO_RECORD as NO_RECORD_KIND, training_examples
 
-    context, cut = format_context(["one two three four five", "short one"], max_words=3)
-    assert context == "one two three …\nshort one" and cut == 1
+    profile = dataclasses.replace(cpu_profile(), record_share=0.0, no_record_share=0.5)
+    pool = catalogue(12)
+    examples = training_examples(pool, pool, profile, "<|im_end|>")
+    rows = [row for row, kind in enumerate(examples.kinds) if kind == NO_RECORD_KIND]
+    assert len(rows) == 6
+    for row in rows:
+        assert NO_RECORD in examples.dataset[row]["prompt"]
+        assert examples.dataset[row]["completion"] == no_record_answer(pool[row]["product"]) + "<|im_end|>"
+    assert no_record_answer("Lumina Puzzle, 36 Pieces, Ages 4+") == (
+        "Lumina Puzzle, 36 Pieces, Ages 4+. The catalogue has no description of this product.")
+
+
+def test_only_records_shown_whole_are_trained_with_their_record():
+    from helpers.training import WITH_RECORD, example_kinds, fits_context
+
+    profile = dataclasses.replace(cpu_profile(), record_share=1.0, no_record_share=0.0, context_words=12)
+    pool = catalogue(12)
+    kinds = example_kinds(pool, profile)
+    assert [kind == WITH_RECORD for kind in kinds] == [fits_context(record, profile) for record in pool]
+    assert 0 < kinds.count(WITH_RECORD) < 12
+
+
+def test_a_long_document_is_cut_visibly_and_counted():
+    from helpers.prompts import catalogue_for
+
+    catalogue_shown, cut = catalogue_for("one two three four five", ["short one"], max_words=3)
+    assert catalogue_shown.record == "one two three …" and catalogue_shown.others == ("short one",) and cut == 1
 
 
 def test_descriptions_too_long_to_train_on_whole_are_passed_over():

@@ -476,12 +476,44 @@ def load_processed(profile: Profile | None = None) -> tuple[datasets.Dataset, da
     )
 
 
+# --- Which records train the model, and which evaluate it ----------------------------------------------------------
+
+
+def fits_training(record: dict, profile: Profile) -> bool:
+    """Whether a description is short enough to train on whole: a cut one would end without EOS and teach rambling."""
+    return len(record["description"].split()) <= profile.max_completion_words
+
+
+def select_training_records(train: datasets.Dataset, profile: Profile) -> datasets.Dataset:
+    """profile.train_examples records: the four demo products, then a seeded shuffle of the rest that fit whole."""
+    demo = train.filter(lambda record: record["product"] in DEMO_PRODUCTS)
+    missing = set(DEMO_PRODUCTS) - set(demo["product"])
+    if missing:
+        raise ValueError(f"The training split lacks the demo products {sorted(missing)}: rebuild outputs/processed.")
+    demo = demo.select(range(len(DEMO_PRODUCTS))) if len(demo) > len(DEMO_PRODUCTS) else demo
+    others = train.filter(lambda record: record["product"] not in DEMO_PRODUCTS and fits_training(record, profile))
+    others = others.shuffle(seed=profile.seed)
+    wanted = profile.train_examples - len(demo)
+    if wanted > len(others):
+        raise ValueError(f"profile.train_examples={profile.train_examples} but only {len(others) + len(demo)} "
+                         "training records fit.")
+    import datasets
+
+    return datasets.concatenate_datasets([demo, others.select(range(wanted))])
+
+
+def too_long_to_train(train: datasets.Dataset, profile: Profile) -> int:
+    """How many training-split records select_training_records passes over because their description is too long."""
+    return sum(not fits_training(record, profile) for record in train)
+
+
 def evaluation_samples(profile: Profile | None = None) -> dict[str, list[dict]]:
     """The products every notebook evaluates on, drawn once with the profile's seed.
 
-    "demo": the reference's four products; "in-index": profile.eval_examples other training products (they are in
-    the index of notebook 04); "held-out": profile.eval_examples products of the held-out split (never trained on,
-    never indexed). Notebooks 02, 03 and 06 answer these same held-out products.
+    "demo": the reference's four products (trained on and indexed, as in the reference); "in-index":
+    profile.eval_examples other products of the training split that the fine-tune does not train on
+    (select_training_records) but the index of notebook 04 holds; "held-out": profile.eval_examples products of the
+    held-out split (never trained on, never indexed). Notebooks 02, 03 and 06 answer these same held-out products.
     """
     profile = profile or active_profile(verbose=False)
     train, held_out = load_processed(profile)
@@ -491,7 +523,8 @@ def evaluation_samples(profile: Profile | None = None) -> dict[str, list[dict]]:
     missing = [title for title in DEMO_PRODUCTS if title not in first_by_title]
     if missing:
         raise ValueError(f"demo products missing from the training records: {missing}")
-    not_demo = train.filter(lambda record: record["product"] not in DEMO_PRODUCTS)
+    trained = set(select_training_records(train, profile)["uid"])
+    not_demo = train.filter(lambda record: record["product"] not in DEMO_PRODUCTS and record["uid"] not in trained)
     if min(len(not_demo), len(held_out)) < profile.eval_examples:
         raise ValueError(f"profile.eval_examples={profile.eval_examples}, but there are {len(not_demo)} in-index and "
                          f"{len(held_out)} held-out products.")

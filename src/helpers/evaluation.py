@@ -1,23 +1,33 @@
-"""Metrics with confidence intervals, the four-system comparison, its table, chart and derived verdict.
+"""The comparison: what each system gets right about a product, against the simplest things that need no model.
 
-Four systems (foundation, fine-tuned, RAG on the base model, RAG on the fine-tuned model) answer three sets of
-products: the four demo products of the reference solution, products that are in the index, and held-out products
-that were neither trained on nor indexed. Each answer is scored against the product's real description and its
-facts (helpers.synthetic keeps which facts each title carries and which only its description holds).
+Four systems answer three sets of products (the four demo products, products in the index that were not trained
+on, and held-out products that are neither trained on nor indexed), and two baselines answer without any model:
 
-Every mean comes with a 95% bootstrap interval over products, and every comparison of two systems with a paired
-bootstrap interval of the difference: a difference is called better or worse only where its interval excludes
-zero, and "no clear difference" otherwise. Four demo products are anecdotes: they are shown as text, not scored
-into a verdict.
+| system | model | prompt |
+|---|---|---|
+| foundation | base SmolLM2 | the title alone |
+| fine-tuned | base + LoRA (notebook 03) | the title alone: the reference's exercise |
+| RAG (ungated) | base + LoRA | the top retrieved record presented as the product's, other results beside it |
+| grounded | base + LoRA | the record whose title is the product's when retrieval found one, else "no record" |
+| copy the top record | none | the description of the first retrieved record, as it is |
+| title only | none | the title, as it is |
 
-What nbval checks is the verdict that kept clear of zero on two CPUs whose fine-tunes differ: where a fine-tuned
-system takes part, an interval with an end (as printed) at most helpers.config.CROSS_RUN_MARGIN from zero, or a
-target less than that margin from its line, is shown as "not stable across runs" and kept out of the written
-conclusion; the 95% verdict itself stays in the differences' "verdict" column (outputs/tables/comparison_differences.csv).
+Every answer is scored on its facts first (helpers.facts: right, contradicting the record, invented, taken from
+a retrieved neighbour), then on whether it ends and loops, then on its similarity to the reference's wording
+(ROUGE-L, cosine): the sample's descriptions share templates, so wording rewards a fluent neighbour.
+
+Statistics: every mean has a 95% percentile bootstrap interval over products, and every comparison of two systems a
+paired one (scipy.stats.bootstrap, paired=True). Percentile rather than BCa: most fact metrics are shares of 0/1
+answers, and where two systems agree on every product BCa's acceleration is undefined (scipy returns NaN); the
+percentile interval is then [0, 0], which is right. The comparisons the conclusion rests on are a small family
+named before any run (PRIMARY), corrected together for multiplicity (Benjamini–Hochberg on bootstrap p-values,
+scipy.stats.false_discovery_control); every other comparison is shown as exploratory and claimed nowhere. No verdict
+is given on fewer than MIN_PRODUCTS products. What nbval checks is the verdict that survives a retraining: where a
+trained system takes part, an interval with an end within helpers.config.CROSS_RUN_MARGIN of zero is "not stable
+across runs", and a target within TARGET_MARGIN of its line likewise.
 """
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,44 +35,79 @@ from functools import cache
 
 import numpy as np
 import pandas as pd
+import scipy.stats
 
-from helpers.config import CROSS_RUN_MARGIN, DEMO_PRODUCTS, NOT_STABLE, Profile, paths
+from helpers.config import CROSS_RUN_MARGIN, DEMO_PRODUCTS, NOT_STABLE, TARGET_MARGIN, Profile, paths
 from helpers.data import evaluation_samples
+from helpers.facts import FactScore, describe, score_facts
 from helpers.models import clears, failure_modes
-from helpers.retrieval import CourseModel, load_embeddings, rag_chain, retriever, styled_text_table
-from helpers.synthetic import load_facts, states
+from helpers.retrieval import (CourseModel, catalogue_record, load_embeddings, retrieval_step, retriever,
+                               styled_text_table)
+from helpers.synthetic import load_facts
 
-SYSTEMS = ("foundation", "fine-tuned", "RAG (base)", "RAG (fine-tuned)")
+SYSTEMS = ("foundation", "fine-tuned", "RAG (ungated)", "grounded")
+BASELINES = ("copy the top record", "title only")
+TRAINED = ("fine-tuned", "RAG (ungated)", "grounded")
+SHOWN = (*BASELINES, *SYSTEMS)  # the order of every table: the baselines first, the bar to clear
 SETS = ("demo", "in-index", "held-out")
 SCORED_SETS = ("in-index", "held-out")
-# Metric column → True when higher is better.
-METRICS = {
-    "ROUGE-L": True,
-    "cosine": True,
-    "title facts": True,
-    "catalogue facts": True,
-    "invents numbers": False,
-    "repetition": False,
-    "stops": True,
-    "loops": False,
+# Metric → (higher is better, what it measures, group). Shares of answers unless said otherwise.
+METRIC_INFO = {
+    "fact precision": (True, "of the values an answer states, the share its product's record holds (answers stating "
+                             "none left out)", "facts"),
+    "title facts": (True, "share of the facts the title carries that the answer states", "facts"),
+    "catalogue facts": (True, "share of the facts only the record's description holds that the answer states",
+                        "facts"),
+    "contradicts": (False, "answers stating a value that conflicts with the record (36 pieces → 120)", "facts"),
+    "invents": (False, "answers stating a specific the record does not hold (contradictions included)", "facts"),
+    "neighbour facts": (False, "answers stating a value of a retrieved neighbour that the product does not have",
+                        "facts"),
+    "stops": (True, "answers the model ended itself (EOS) before max_new_tokens", "form"),
+    "loops": (False, "answers with a 4-word phrase repeated 3 times or more", "form"),
+    "ROUGE-L": (True, "similarity to the reference's wording: longest common word subsequence (F1)", "wording"),
+    "cosine": (True, "similarity to the reference's wording: all-MiniLM-L6-v2 cosine", "wording"),
 }
-METRIC_DESCRIPTIONS = {
-    "ROUGE-L": "longest common word subsequence with the reference (F1)",
-    "cosine": "all-MiniLM-L6-v2 similarity of answer and reference",
-    "title facts": "share of the facts the title carries that the answer states",
-    "catalogue facts": "share of the facts only the description holds that the answer states",
-    "invents numbers": "share of answers with a number found in neither the title nor the reference",
-    "repetition": "share of repeated word 3-grams",
-    "stops": "share of answers the model ended itself (EOS) before max_new_tokens",
-    "loops": "share of answers with a 4-word phrase repeated 3 times or more",
+METRICS = {metric: info[0] for metric, info in METRIC_INFO.items()}
+METRIC_DESCRIPTIONS = {metric: info[1] for metric, info in METRIC_INFO.items()}
+METRIC_GROUPS = {group: [metric for metric, info in METRIC_INFO.items() if info[2] == group]
+                 for group in ("facts", "form", "wording")}
+FACT_METRICS = tuple(METRIC_GROUPS["facts"])
+
+# Each effect compares two systems on the same products: after − before.
+EFFECTS = {
+    "fine-tuning": ("foundation", "fine-tuned"),
+    "retrieval without a gate": ("fine-tuned", "RAG (ungated)"),
+    "the gate": ("RAG (ungated)", "grounded"),
+    "grounded vs copying the top record": ("copy the top record", "grounded"),
+    "grounded vs the title alone": ("title only", "grounded"),
 }
-REPETITION_NGRAM = 3
-WARM_UP_TOKENS = 4
-BOOTSTRAP_RESAMPLES = 2000
+# The comparisons the conclusion rests on, named before any run: corrected together for multiplicity. Every other
+# comparison is exploratory.
+PRIMARY = (
+    ("held-out", "the gate", "invents"),
+    ("held-out", "the gate", "contradicts"),
+    ("held-out", "the gate", "neighbour facts"),
+    ("held-out", "grounded vs the title alone", "title facts"),
+    ("held-out", "grounded vs the title alone", "invents"),
+    ("in-index", "grounded vs copying the top record", "catalogue facts"),
+    ("in-index", "grounded vs copying the top record", "fact precision"),
+    ("in-index", "the gate", "catalogue facts"),
+)
+FALSE_DISCOVERY_RATE = 0.05
+MIN_PRODUCTS = 30  # fewer products than this: no verdict ("too few products"), as on the lab profile
+TOO_FEW = "too few products"
+BOOTSTRAP_RESAMPLES = 10_000
 CONFIDENCE = 0.95
+WARM_UP_TOKENS = 4
 
 
-# --- Metrics ------------------------------------------------------------------------------------------------
+def metric_descriptions() -> pd.DataFrame:
+    """What each metric measures, its group and its direction: the table notebook 06 starts from."""
+    return pd.DataFrame([{"metric": metric, "group": group, "better": "higher" if higher else "lower", "meaning": meaning}
+                         for metric, (higher, meaning, group) in METRIC_INFO.items()]).set_index("metric")
+
+
+# --- Wording metrics ----------------------------------------------------------------------------------------
 
 
 @cache
@@ -79,7 +124,7 @@ def rouge_l(prediction: str, reference: str) -> float:
 
 
 def embedding_cosine(predictions: Sequence[str], references: Sequence[str], embedding_model: str) -> list[float]:
-    """Cosine similarity of each answer with its reference under all-MiniLM-L6-v2 (meaning, not wording)."""
+    """Cosine similarity of each answer with its reference under all-MiniLM-L6-v2."""
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
     if not predictions:
@@ -90,187 +135,244 @@ def embedding_cosine(predictions: Sequence[str], references: Sequence[str], embe
     return [float(value) for value in np.sum(answers * targets, axis=1)]
 
 
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
-
-
-def numbers(text: str) -> set[str]:
-    """The numbers of a text, thousands separators dropped: "200,000" and "200000" are the same number."""
-    return {number.replace(",", "") for number in _NUMBER.findall(text)}
-
-
-def fact_recall(answer: str, facts: Sequence[str]) -> float:
-    """The share of ``facts`` that the answer states; NaN when there are none to state."""
-    if not facts:
-        return float("nan")
-    return sum(states(answer, fact) for fact in facts) / len(facts)
-
-
-def invents_numbers(answer: str, title: str, reference: str) -> bool:
-    """Whether the answer has a number that is in neither the title nor the reference description."""
-    return bool(numbers(answer) - numbers(title) - numbers(reference))
-
-
-def repetition_rate(text: str, n: int = REPETITION_NGRAM) -> float:
-    """The share of word n-grams that repeat an earlier one: 0 for fresh text, near 1 for a loop."""
-    words = text.lower().split()
-    ngrams = [tuple(words[index : index + n]) for index in range(len(words) - n + 1)]
-    if not ngrams:
-        return 0.0
-    return 1 - len(set(ngrams)) / len(ngrams)
-
-
 # --- The comparison run -------------------------------------------------------------------------------------
 
 
 def evaluation_sets(profile: Profile) -> dict[str, list[dict]]:
-    """The demo products, and profile.eval_examples in-index and held-out products (helpers.data.evaluation_samples:
-    the same held-out products notebooks 02 and 03 answer)."""
+    """The demo products, and profile.eval_examples in-index (not trained on) and held-out products
+    (helpers.data.evaluation_samples: the same held-out products notebooks 02 and 03 answer)."""
     return evaluation_samples(profile)
 
 
 @dataclass(frozen=True)
 class Comparison:
     answers: pd.DataFrame  # one row per (set, system, product), with every metric
-    metrics: pd.DataFrame  # one row per (set, system): mean and 95% interval of each metric
-    differences: pd.DataFrame  # one row per (set, effect, metric): paired difference, interval, verdict
+    metrics: pd.DataFrame  # one row per (set, system): mean, 95% interval and n of each metric
+    differences: pd.DataFrame  # one row per (set, effect, metric): paired difference, interval, p, verdicts
     generation_seconds: float
 
 
-def _answer_rows(set_name: str, system: str, records: list[dict], answers: list[str], finish_reasons: list[str],
-                 sources: list[list[str]], seconds: float) -> list[dict]:
-    return [
-        {
-            "set": set_name,
-            "system": system,
-            "uid": record["uid"],
-            "product": record["product"],
-            "reference": record["description"],
-            "answer": answer,
-            "finish reason": finish_reason,
-            "sources": " | ".join(titles),
-            "latency s": seconds / len(records),
-        }
-        for record, answer, finish_reason, titles in zip(records, answers, finish_reasons, sources)
-    ]
+def _uids(documents: Sequence) -> str:
+    return " ".join(document.metadata["uid"] for document in documents)
 
 
-def _run_model(llm: CourseModel, chain, system_names: tuple[str, str], sets: dict[str, list[dict]]) -> list[dict]:
-    """Answers of one model without and with retrieval; each set is one batched call, timed."""
+def _rows(set_name: str, system: str, records: list[dict], answers: list[str], finish_reasons: list[str | None],
+          sources: list[list], retrieved: dict[str, list], seconds: float) -> list[dict]:
+    """One row per answer: what the system was given ("sources") and what retrieval returns for the title
+    ("retrieved uids", the same for every system: the neighbours of the neighbour-fact rate)."""
+    return [{"set": set_name, "system": system, "uid": record["uid"], "product": record["product"],
+             "reference": record["description"], "answer": answer, "finish reason": reason,
+             "sources": " | ".join(document.metadata["title"] for document in found),
+             "retrieved uids": _uids(retrieved[record["product"]]),
+             "latency s": seconds / len(records) if seconds else np.nan}
+            for record, answer, reason, found in zip(records, answers, finish_reasons, sources)]
+
+
+def _generate_unique(llm: CourseModel, prompts: list[str]) -> dict[str, str]:
+    """Each distinct prompt answered once (greedy decoding gives a prompt one answer): where the gate keeps the top
+    record, the grounded prompt is the ungated one."""
+    unique = list(dict.fromkeys(prompts))
+    return dict(zip(unique, llm.batch(unique)))
+
+
+def _answer_with_model(llm: CourseModel, steps: dict[str, object], sets: dict[str, list[dict]],
+                       retrieved: dict[str, list], systems: dict[str, str]) -> list[dict]:
+    """The rows of the systems one model answers: "plain" ones get the title alone, the others their retrieval
+    step's prompt. Each set is one batched call per system kind, timed."""
     from helpers.prompts import format_prompt
 
-    plain_system, rag_system = system_names
     rows = []
     for set_name, records in sets.items():
-        prompts = [format_prompt(record["product"]) for record in records]
+        titles = [record["product"] for record in records]
+        prompts = {system: ([format_prompt(title) for title in titles] if kind == "plain"
+                            else [item["prompt"] for item in steps[kind].batch(titles)])
+                   for system, kind in systems.items()}
         started = time.perf_counter()
-        answers = llm.batch(prompts)
-        rows += _answer_rows(set_name, plain_system, records, answers, [llm.finish_reasons[p] for p in prompts],
-                             [[] for _ in records], time.perf_counter() - started)
-        started = time.perf_counter()
-        results = chain.batch([record["product"] for record in records])
-        rows += _answer_rows(set_name, rag_system, records, [result["answer"] for result in results],
-                             [llm.finish_reasons[result["prompt"]] for result in results],
-                             [[document.metadata["title"] for document in result["sources"]] for result in results],
-                             time.perf_counter() - started)
+        answers = _generate_unique(llm, [prompt for system_prompts in prompts.values() for prompt in system_prompts])
+        seconds = (time.perf_counter() - started) / len(systems)
+        for system, system_prompts in prompts.items():
+            rows += _rows(set_name, system, records, [answers[prompt] for prompt in system_prompts],
+                          [llm.finish_reasons[prompt] for prompt in system_prompts],
+                          [[] if systems[system] == "plain" else retrieved[title] for title in titles], retrieved,
+                          seconds)
     return rows
 
 
-def run_comparison(profile: Profile, store, sets: dict[str, list[dict]] | None = None) -> Comparison:
-    """Generate every system's answers for every set (batched), score them and save the comparison files."""
+def baseline_rows(sets: dict[str, list[dict]], retrieved: dict[str, list], descriptions: dict[str, str]) -> list[dict]:
+    """The answers that need no model: the first retrieved record's description, and the title itself."""
+    rows = []
+    for set_name, records in sets.items():
+        top = [retrieved[record["product"]][:1] for record in records]
+        copied = [descriptions[found[0].metadata["uid"]] if found else "" for found in top]
+        rows += _rows(set_name, "copy the top record", records, copied, [None] * len(records), top, retrieved, 0.0)
+        rows += _rows(set_name, "title only", records, [record["product"] for record in records],
+                      [None] * len(records), [[] for _ in records], retrieved, 0.0)
+    return rows
+
+
+def run_comparison(profile: Profile, store, sets: dict[str, list[dict]] | None = None, adapter_dir=None,
+                   save: bool = True) -> Comparison:
+    """Generate every system's answers for every set (batched), add the baselines, score them all and save the
+    comparison files (unless ``save`` is False). The adapter is the profile's (ensure_adapter) unless given."""
+    from helpers.data import load_processed
     from helpers.models import generate, load_model
     from helpers.prompts import format_prompt
     from helpers.training import ensure_adapter
 
     sets = sets or evaluation_sets(profile)
-    adapter_dir = ensure_adapter(profile)  # before the clock starts: a missing adapter is trained here
+    adapter_dir = adapter_dir or ensure_adapter(profile)  # before the clock starts: a missing one is trained here
+    search = retriever(store, profile)
+    titles = [record["product"] for records in sets.values() for record in records]
+    retrieved = dict(zip(titles, search.batch(titles)))
+    steps = {"ungated": retrieval_step(search, profile.context_words, gated=False),
+             "gated": retrieval_step(search, profile.context_words, gated=True)}
     started = time.perf_counter()
     rows = []
-    for adapter, system_names in ((None, SYSTEMS[0::2]), (adapter_dir, SYSTEMS[1::2])):
+    for adapter, systems in ((None, {"foundation": "plain"}),
+                             (adapter_dir, {"fine-tuned": "plain", "RAG (ungated)": "ungated", "grounded": "gated"})):
         model, tokenizer = load_model(profile, adapter_dir=adapter)
         # The first generate after loading pays one-off set-up costs; keep them out of the first set's latency.
         generate(model, tokenizer, [format_prompt(DEMO_PRODUCTS[0])], profile, max_new_tokens=WARM_UP_TOKENS,
                  progress=False)
-        llm = CourseModel(model, tokenizer, profile, progress=True)
-        rows += _run_model(llm, rag_chain(retriever(store, profile), llm, profile.context_words), system_names, sets)
+        rows += _answer_with_model(CourseModel(model, tokenizer, profile, progress=True), steps, sets, retrieved,
+                                   systems)
     generation_seconds = time.perf_counter() - started
+    train, _ = load_processed(profile)
+    rows += baseline_rows(sets, retrieved, dict(zip(train["uid"], train["description"])))
     answers = score_answers(pd.DataFrame(rows), profile.embedding_model)
     comparison = Comparison(answers=answers, metrics=metrics_table(answers, profile.seed),
                             differences=paired_differences(answers, profile.seed),
                             generation_seconds=generation_seconds)
-    save_comparison(comparison)
+    if save:
+        save_comparison(comparison)
     return comparison
 
 
-def score_answers(answers: pd.DataFrame, embedding_model: str, facts: dict | None = None) -> pd.DataFrame:
-    """Every metric of every answer; the facts are the sample's (helpers.synthetic.load_facts) unless given."""
+def fact_scores(answers: pd.DataFrame, facts: dict | None = None) -> list[FactScore | None]:
+    """Each answer's FactScore against its product's record (None without a record: data without facts). The
+    neighbours are the records retrieval returns for the product's title ("retrieved uids"), its own excluded."""
     facts = load_facts() if facts is None else facts
-    no_facts = {"title_facts": (), "catalogue_facts": ()}
+    scores = []
+    for row in answers.to_dict("records"):
+        record = facts.get(row["uid"])
+        if record is None:
+            scores.append(None)
+            continue
+        others = [facts.get(uid, ()) for uid in str(row.get("retrieved uids") or "").split() if uid != row["uid"]]
+        scores.append(score_facts(row["answer"], record, row["product"], row["reference"], others))
+    return scores
+
+
+def score_answers(answers: pd.DataFrame, embedding_model: str, facts: dict | None = None) -> pd.DataFrame:
+    """Every metric of every answer. Fact metrics are NaN for a product without facts; form metrics are NaN for a
+    baseline (nothing was generated)."""
     scored = answers.copy()
+    scores = fact_scores(scored, facts)
     rows = list(scored.itertuples(index=False))
+
+    def per_answer(value) -> list[float]:
+        return [float(value(score)) if score is not None else np.nan for score in scores]
+
+    scored["fact precision"] = per_answer(lambda score: score.fact_precision)
+    scored["title facts"] = per_answer(lambda score: score.title_fact_recall)
+    scored["catalogue facts"] = per_answer(lambda score: score.catalogue_fact_recall)
+    scored["contradicts"] = per_answer(lambda score: score.contradicts)
+    scored["invents"] = per_answer(lambda score: score.invents)
+    scored["neighbour facts"] = per_answer(lambda score: score.takes_from_neighbours)
+    scored["facts"] = [describe(score) if score is not None else "" for score in scores]
+    generated = scored["system"].isin(SYSTEMS)
+    scored["stops"] = np.where(generated, (scored["finish reason"] == "stop").astype(float), np.nan)
+    scored["loops"] = [float(any(mode.startswith("loops") for mode in failure_modes(row.product, row.answer)))
+                       if row.system in SYSTEMS else np.nan for row in rows]
     scored["ROUGE-L"] = [rouge_l(row.answer, row.reference) for row in rows]
     scored["cosine"] = embedding_cosine(list(scored["answer"]), list(scored["reference"]), embedding_model)
-    scored["title facts"] = [fact_recall(row.answer, facts.get(row.uid, no_facts)["title_facts"]) for row in rows]
-    scored["catalogue facts"] = [fact_recall(row.answer, facts.get(row.uid, no_facts)["catalogue_facts"])
-                                 for row in rows]
-    scored["invents numbers"] = [float(invents_numbers(row.answer, row.product, row.reference)) for row in rows]
-    scored["repetition"] = [repetition_rate(row.answer) for row in rows]
-    scored["stops"] = [float(reason == "stop") for reason in scored["finish reason"]]
-    scored["loops"] = [float(any(mode.startswith("loops") for mode in failure_modes(row.product, row.answer)))
-                       for row in rows]
     return scored
 
 
 # --- Intervals ------------------------------------------------------------------------------------------------
 
 
-def bootstrap_interval(values: Sequence[float], seed: int, resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, float]:
-    """The 95% percentile bootstrap interval of the mean of ``values`` (NaN ignored), resampling with ``seed``."""
+def _present(values) -> np.ndarray:
     values = np.asarray(values, dtype=float)
-    values = values[~np.isnan(values)]
-    if len(values) == 0:
+    return values[~np.isnan(values)]
+
+
+def bootstrap_interval(values: Sequence[float], seed: int, resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, float]:
+    """The 95% percentile bootstrap interval of the mean of ``values`` (NaN left out), resampled with ``seed``."""
+    values = _present(values)
+    if len(values) < 2:
         return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
-    tail = (1 - CONFIDENCE) / 2
-    low, high = np.quantile(means, [tail, 1 - tail])
-    return float(low), float(high)
+    result = scipy.stats.bootstrap((values,), np.mean, vectorized=True, n_resamples=resamples,
+                                   confidence_level=CONFIDENCE, method="percentile", rng=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+@dataclass(frozen=True)
+class PairedInterval:
+    mean: float
+    low: float
+    high: float
+    p_value: float  # two-sided bootstrap p-value for "no difference"
+    n: int
+
+
+def paired_interval(before: Sequence[float], after: Sequence[float], seed: int,
+                    resamples: int = BOOTSTRAP_RESAMPLES) -> PairedInterval:
+    """The mean of after − before over the products where both are defined, its 95% paired percentile bootstrap
+    interval (the products resampled as pairs) and a two-sided bootstrap p-value."""
+    before, after = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
+    both = ~np.isnan(before) & ~np.isnan(after)
+    before, after = before[both], after[both]
+    if len(before) < 2:
+        return PairedInterval(float("nan"), float("nan"), float("nan"), float("nan"), len(before))
+    result = scipy.stats.bootstrap((before, after), lambda b, a, axis: np.mean(a - b, axis=axis), paired=True,
+                                   vectorized=True, n_resamples=resamples, confidence_level=CONFIDENCE,
+                                   method="percentile", rng=np.random.default_rng(seed))
+    means = result.bootstrap_distribution
+    tail = min(np.sum(means <= 0), np.sum(means >= 0))
+    p_value = min(1.0, 2 * (tail + 1) / (len(means) + 1))
+    return PairedInterval(float(np.mean(after - before)), float(result.confidence_interval.low),
+                          float(result.confidence_interval.high), p_value, len(before))
 
 
 def metrics_table(scored: pd.DataFrame, seed: int) -> pd.DataFrame:
-    """Per (set, system): each metric's mean and its 95% bootstrap interval (columns "<metric>", "<metric> low",
-    "<metric> high"), the mean latency and the number of products; in the course's order."""
+    """Per (set, system): each metric's mean, its 95% bootstrap interval and its n (columns "<metric>",
+    "<metric> low", "<metric> high", "<metric> n"), and the mean latency; in the course's order."""
     rows = {}
     for (set_name, system), group in scored.groupby(["set", "system"], sort=False):
         row = {}
         for metric in METRICS:
-            values = group[metric].astype(float)
-            row[metric] = values.mean()
+            values = _present(group[metric])
+            row[metric] = values.mean() if len(values) else np.nan
             row[f"{metric} low"], row[f"{metric} high"] = bootstrap_interval(values, seed)
+            row[f"{metric} n"] = len(values)
         row["latency s"] = group["latency s"].mean()
         row["products"] = len(group)
         rows[(set_name, system)] = row
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index = pd.MultiIndex.from_tuples(table.index, names=["set", "system"])
-    order = [key for key in pd.MultiIndex.from_product([SETS, SYSTEMS]) if key in table.index]
+    order = [key for key in pd.MultiIndex.from_product([SETS, SHOWN]) if key in table.index]
     return table.reindex(order)
 
 
-def with_intervals(metrics: pd.DataFrame, sets: Sequence[str] = SCORED_SETS, precision: int = 2) -> pd.DataFrame:
-    """The scored sets' metrics as "mean [low, high]" strings, one column per metric."""
+def with_intervals(metrics: pd.DataFrame, metrics_shown: Sequence[str] = tuple(METRICS),
+                   sets: Sequence[str] = SCORED_SETS, precision: int = 2) -> pd.DataFrame:
+    """The scored sets' metrics as "mean [low, high]" strings, one column per metric ("n/a" where undefined)."""
     table = metrics.loc[[key for key in metrics.index if key[0] in sets]]
     return pd.DataFrame({
         metric: [f"{row[metric]:.{precision}f} [{row[f'{metric} low']:.{precision}f}, {row[f'{metric} high']:.{precision}f}]"
-                 if not np.isnan(row[metric]) else "n/a" for _, row in table.iterrows()]
-        for metric in METRICS
+                 if not np.isnan(row[f"{metric} low"]) else "n/a" for _, row in table.iterrows()]
+        for metric in metrics_shown
     }, index=table.index)
 
 
-EFFECTS = {
-    "fine-tuning, without retrieval": ("foundation", "fine-tuned"),
-    "fine-tuning, with retrieval": ("RAG (base)", "RAG (fine-tuned)"),
-    "retrieval, on the base model": ("foundation", "RAG (base)"),
-    "retrieval, on the fine-tuned model": ("fine-tuned", "RAG (fine-tuned)"),
-}
+def sample_sizes(metrics: pd.DataFrame, sets: Sequence[str] = SCORED_SETS) -> pd.DataFrame:
+    """How many answers each mean is over: fact metrics leave out products with nothing of that kind to state."""
+    table = metrics.loc[[key for key in metrics.index if key[0] in sets], [f"{metric} n" for metric in METRICS]]
+    return table.rename(columns=lambda column: column.removesuffix(" n")).astype(int)
+
+
+# --- Verdicts ------------------------------------------------------------------------------------------------
 
 
 def verdict(low: float, high: float, higher_is_better: bool) -> str:
@@ -284,30 +386,29 @@ def verdict(low: float, high: float, higher_is_better: bool) -> str:
     return "no clear difference"
 
 
-# The systems without a trained adapter: their answers were identical on both CPUs measured (CROSS_RUN_MARGIN).
-UNTRAINED_SYSTEMS = ("foundation", "RAG (base)")
-
-
 def cross_run_margin(before: str, after: str) -> float:
-    """How far from zero an interval's ends must lie for its verdict to be checked: no margin between untrained
-    systems, CROSS_RUN_MARGIN where a fine-tuned system takes part."""
-    return 0.0 if before in UNTRAINED_SYSTEMS and after in UNTRAINED_SYSTEMS else CROSS_RUN_MARGIN
+    """How far from zero an interval's ends must lie for its verdict to be checked: none between systems without a
+    trained adapter (their answers reproduce: the base model's on every CPU measured, the baselines' always),
+    CROSS_RUN_MARGIN where a fine-tuned system takes part."""
+    return CROSS_RUN_MARGIN if before in TRAINED or after in TRAINED else 0.0
 
 
-def checked_verdict(low: float, high: float, higher_is_better: bool, margin: float) -> str:
-    """The verdict nbval checks: the 95% verdict when both ends of the interval, as printed (two decimals), lie
-    more than ``margin`` from zero, else NOT_STABLE. Both ends, because "no clear difference" flips too when an end
-    near zero crosses it."""
-    if margin == 0 or np.isnan(low) or np.isnan(high):
-        return verdict(low, high, higher_is_better)
-    if min(abs(round(low, 2)), abs(round(high, 2))) <= margin:
+def checked_verdict(low: float, high: float, higher_is_better: bool, margin: float, significant: bool = True) -> str:
+    """The verdict nbval checks: NOT_STABLE when an end of the interval, as printed (two decimals), lies within
+    ``margin`` of zero; otherwise the verdict, "better"/"worse" only where ``significant`` (the family's
+    correction) agrees. Both ends, because "no clear difference" flips too when an end near zero crosses it."""
+    if np.isnan(low) or np.isnan(high):
+        return "n/a"
+    if margin and min(abs(round(low, 2)), abs(round(high, 2))) <= margin:
         return NOT_STABLE
-    return verdict(low, high, higher_is_better)
+    said = verdict(low, high, higher_is_better)
+    return said if significant or said == "no clear difference" else "no clear difference"
 
 
 def paired_differences(scored: pd.DataFrame, seed: int, sets: Sequence[str] = SCORED_SETS) -> pd.DataFrame:
-    """For each scored set, effect and metric: the mean of (after - before) over the same products, its 95% paired
-    bootstrap interval, the verdict it supports, and the verdict checked across runs (checked_verdict)."""
+    """For each scored set, effect and metric: the mean of (after − before) over the same products, its 95% paired
+    bootstrap interval, p-value and n; "verdict" (the 95% interval's), "family" (primary or exploratory), the
+    primary family's Benjamini–Hochberg adjusted p, and the "checked verdict" nbval checks."""
     rows = []
     for set_name in sets:
         in_set = scored[scored["set"] == set_name]
@@ -315,99 +416,145 @@ def paired_differences(scored: pd.DataFrame, seed: int, sets: Sequence[str] = SC
             pair = in_set[in_set["system"] == before].merge(in_set[in_set["system"] == after], on="uid",
                                                              suffixes=(" before", " after"))
             for metric, higher_is_better in METRICS.items():
-                difference = (pair[f"{metric} after"].astype(float) - pair[f"{metric} before"].astype(float)).to_numpy()
-                low, high = bootstrap_interval(difference, seed)
-                margin = cross_run_margin(before, after)
+                interval = paired_interval(pair[f"{metric} before"], pair[f"{metric} after"], seed)
                 rows.append({"set": set_name, "effect": effect, "before": before, "after": after, "metric": metric,
-                             "difference": float(np.nanmean(difference)) if np.any(~np.isnan(difference)) else np.nan,
-                             "low": low, "high": high, "verdict": verdict(low, high, higher_is_better),
-                             "margin": margin, "checked verdict": checked_verdict(low, high, higher_is_better, margin)})
-    return pd.DataFrame(rows)
+                             "difference": interval.mean, "low": interval.low, "high": interval.high,
+                             "p": interval.p_value, "n": interval.n,
+                             "verdict": verdict(interval.low, interval.high, higher_is_better),
+                             "family": "primary" if (set_name, effect, metric) in PRIMARY else "exploratory",
+                             "margin": cross_run_margin(before, after)})
+    differences = pd.DataFrame(rows)
+    return with_checked_verdicts(differences)
 
 
-def verdict_table(differences: pd.DataFrame) -> pd.DataFrame:
-    """One row per (set, effect), one column per metric, each cell the checked verdict: what nbval checks exactly."""
-    table = differences.pivot_table(index=["set", "effect"], columns="metric", values="checked verdict", aggfunc="first",
-                                     sort=False)
-    return table.reindex(columns=list(METRICS))
+def with_checked_verdicts(differences: pd.DataFrame) -> pd.DataFrame:
+    """The family's adjusted p-values, and the checked verdict of every comparison."""
+    differences = differences.copy()
+    primary = (differences["family"] == "primary") & differences["p"].notna()
+    differences["adjusted p"] = np.nan
+    if primary.any():
+        differences.loc[primary, "adjusted p"] = scipy.stats.false_discovery_control(differences.loc[primary, "p"])
+    checked = []
+    for row in differences.to_dict("records"):
+        if row["n"] < MIN_PRODUCTS:
+            checked.append(TOO_FEW)
+            continue
+        significant = row["family"] != "primary" or row["adjusted p"] <= FALSE_DISCOVERY_RATE
+        checked.append(checked_verdict(row["low"], row["high"], METRICS[row["metric"]], row["margin"], significant))
+    differences["checked verdict"] = checked
+    return differences
 
 
-def differences_with_intervals(differences: pd.DataFrame, precision: int = 2) -> pd.DataFrame:
-    """The paired differences as "+0.21 [+0.17, +0.25]" strings, one column per metric."""
+def family_rows(differences: pd.DataFrame, family: str = "primary") -> pd.DataFrame:
+    """The comparisons of one family, indexed by (set, effect, metric); the primary family in PRIMARY's order."""
+    chosen = differences[differences["family"] == family].set_index(["set", "effect", "metric"])
+    return chosen.reindex([key for key in PRIMARY if key in chosen.index]) if family == "primary" else chosen
+
+
+def verdict_table(differences: pd.DataFrame, family: str = "primary") -> pd.DataFrame:
+    """The checked verdicts of one family: one row per (set, effect, metric). What nbval checks exactly."""
+    return family_rows(differences, family)[["checked verdict"]]
+
+
+def differences_with_intervals(differences: pd.DataFrame, metrics_shown: Sequence[str] = tuple(METRICS),
+                               precision: int = 2) -> pd.DataFrame:
+    """The paired differences as "+0.21 [+0.17, +0.25]" strings, one row per (set, effect), one column per metric;
+    the primary family's cells marked "*"."""
     cells = differences.assign(cell=[
-        f"{row.difference:+.{precision}f} [{row.low:+.{precision}f}, {row.high:+.{precision}f}]"
-        if not np.isnan(row.difference) else "n/a" for row in differences.itertuples()])
+        (f"{row.difference:+.{precision}f} [{row.low:+.{precision}f}, {row.high:+.{precision}f}]"
+         + ("*" if row.family == "primary" else "")) if not np.isnan(row.low) else "n/a"
+        for row in differences.itertuples()])
     return cells.pivot_table(index=["set", "effect"], columns="metric", values="cell", aggfunc="first",
-                             sort=False).reindex(columns=list(METRICS))
+                             sort=False).reindex(columns=list(metrics_shown))
 
 
-# --- The fine-tune's targets ------------------------------------------------------------------------------------
+def primary_table(differences: pd.DataFrame, precision: int = 2) -> pd.DataFrame:
+    """The primary family in full: difference, interval, p, adjusted p, n and both verdicts."""
+    chosen = family_rows(differences)
+    table = chosen[["difference", "low", "high", "p", "adjusted p", "n", "verdict", "checked verdict"]].copy()
+    for column in ("difference", "low", "high"):
+        table[column] = table[column].map(lambda value: f"{value:+.{precision}f}")
+    table["p"] = table["p"].map("{:.4f}".format)
+    table["adjusted p"] = table["adjusted p"].map("{:.4f}".format)
+    return table
 
-TARGET_STOP_RATE = 0.90
-TARGET_LOOP_RATE = 0.10
-TARGET_ROUGE_RATIO = 2.0
+
+# --- Targets --------------------------------------------------------------------------------------------------
+
+# (set, system, metric) → (bound, line): what the course's systems must reach.
+TARGETS = {
+    ("held-out", "grounded", "invents"): ("at most", 0.10),
+    ("held-out", "grounded", "contradicts"): ("at most", 0.05),
+    ("held-out", "grounded", "title facts"): ("at least", 0.80),
+    ("held-out", "grounded", "stops"): ("at least", 0.90),
+    ("held-out", "grounded", "loops"): ("at most", 0.10),
+    ("in-index", "grounded", "catalogue facts"): ("at least", 0.90),
+    ("in-index", "grounded", "fact precision"): ("at least", 0.95),
+    ("held-out", "fine-tuned", "stops"): ("at least", 0.90),
+    ("held-out", "fine-tuned", "loops"): ("at most", 0.10),
+}
 
 
-def fine_tune_targets(metrics: pd.DataFrame, differences: pd.DataFrame, set_name: str = "held-out",
-                      margin: float = CROSS_RUN_MARGIN) -> pd.DataFrame:
-    """What the fine-tune must reach on held-out products: stop by itself, not loop, and at least twice the
-    foundation model's ROUGE-L with the interval of the difference above zero. The "result" is "met" or "missed"
-    only where the measured number lies at least ``margin`` on one side of its line, else NOT_STABLE."""
-    tuned, base = metrics.loc[(set_name, "fine-tuned")], metrics.loc[(set_name, "foundation")]
-    rouge = differences[(differences["set"] == set_name) & (differences["effect"] == "fine-tuning, without retrieval")
-                        & (differences["metric"] == "ROUGE-L")].iloc[0]
-    ratio = tuned["ROUGE-L"] / base["ROUGE-L"] if base["ROUGE-L"] > 0 else np.inf
-    # How far each number lies on the right side of its line, in its own units (shares and ROUGE-L alike).
-    rows = [
-        ("fine-tuned answers that stop by themselves", f"{tuned['stops']:.0%}", f"≥ {TARGET_STOP_RATE:.0%}",
-         tuned["stops"] - TARGET_STOP_RATE),
-        ("fine-tuned answers that loop", f"{tuned['loops']:.0%}", f"≤ {TARGET_LOOP_RATE:.0%}",
-         TARGET_LOOP_RATE - tuned["loops"]),
-        ("ROUGE-L, fine-tuned ÷ foundation", f"{ratio:.1f}×", f"≥ {TARGET_ROUGE_RATIO:.0f}×",
-         tuned["ROUGE-L"] - TARGET_ROUGE_RATIO * base["ROUGE-L"]),
-    ]
-    results = [clears(room, margin, yes="met", no="missed") for *_, room in rows]
-    # The interval's target is its checked verdict, read with the same rule as every other interval.
-    rows.append(("ROUGE-L, fine-tuned − foundation (95% interval)", f"[{rouge['low']:+.2f}, {rouge['high']:+.2f}]",
-                 "above 0", None))
-    results.append({"better": "met", NOT_STABLE: NOT_STABLE}.get(rouge["checked verdict"], "missed"))
-    table = pd.DataFrame([(target, measured, required, result) for (target, measured, required, _), result
-                          in zip(rows, results)], columns=["target", "measured", "required", "result"])
-    return table.set_index("target")
+def targets_table(metrics: pd.DataFrame, differences: pd.DataFrame, answers: pd.DataFrame,
+                  margin: float = TARGET_MARGIN) -> pd.DataFrame:
+    """Every target with its measured value and 95% interval, and its result: "met" or "missed" only where the
+    number lies at least ``margin`` on one side of its line (a trained system's numbers move between runs), else
+    NOT_STABLE; "too few products" under MIN_PRODUCTS."""
+    rows = []
+    for (set_name, system, metric), (bound, line) in TARGETS.items():
+        row = metrics.loc[(set_name, system)]
+        room = row[metric] - line if bound == "at least" else line - row[metric]
+        result = TOO_FEW if row[f"{metric} n"] < MIN_PRODUCTS else clears(room, margin, yes="met", no="missed")
+        rows.append({"target": f"{set_name}, {system}: {metric} {bound} {line:.2f}",
+                     "measured": f"{row[metric]:.2f} [{row[f'{metric} low']:.2f}, {row[f'{metric} high']:.2f}]",
+                     "n": int(row[f"{metric} n"]), "result": result})
+    copy = differences[(differences["set"] == "in-index") & (differences["effect"] == "grounded vs copying the top record")
+                       & (differences["metric"] == "catalogue facts")].iloc[0]
+    rows.append({"target": "in-index, grounded: catalogue facts at least the copy baseline's",
+                 "measured": f"{copy['difference']:+.2f} [{copy['low']:+.2f}, {copy['high']:+.2f}]",
+                 "n": int(copy["n"]),
+                 "result": TOO_FEW if copy["n"] < MIN_PRODUCTS else clears(copy["difference"], margin, "met", "missed")})
+    demo = demo_facts_stated(answers)
+    rows.append({"target": "demo, grounded: each product states its own record's catalogue facts, none contradicted",
+                 "measured": f"{int(demo.sum())} of {len(demo)}", "n": len(demo),
+                 "result": "met" if len(demo) and demo.all() else "missed"})
+    return pd.DataFrame(rows).set_index("target")
+
+
+def demo_facts_stated(answers: pd.DataFrame, system: str = "grounded") -> pd.Series:
+    """For each demo product: whether the system's answer states all its record's catalogue facts and contradicts none."""
+    demo = answers[(answers["set"] == "demo") & (answers["system"] == system)].set_index("product")
+    return ((demo["catalogue facts"] == 1.0) & (demo["contradicts"] == 0.0)).reindex(list(DEMO_PRODUCTS))
 
 
 # --- Presenting it ------------------------------------------------------------------------------------------
 
 
-def markdown_table(table: pd.DataFrame, precision: int = 3) -> str:
-    """A GitHub markdown table (pandas' to_markdown needs tabulate, which the course does not install)."""
-    flat = table.reset_index()
-    cells = [[f"{value:.{precision}f}" if isinstance(value, float) else str(value) for value in row]
-             for row in flat.itertuples(index=False)]
-    lines = ["| " + " | ".join(map(str, flat.columns)) + " |", "|" + "---|" * len(flat.columns)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells]) + "\n"
+def markdown_table(table: pd.DataFrame) -> str:
+    return table.to_markdown() + "\n"
 
 
-def comparison_chart(metrics: pd.DataFrame):
-    """One panel per metric: the scored sets on the x axis, one bar per system with its 95% interval."""
+def forest_plot(differences: pd.DataFrame, family: str = "primary"):
+    """The paired differences of one family as a forest plot: each comparison's mean and 95% interval, zero marked,
+    and the band within CROSS_RUN_MARGIN of zero shaded (a verdict there is not stable across runs)."""
     from helpers.data import shown_figure
 
-    columns = 4
-    rows = -(-len(METRICS) // columns)
-    figure = shown_figure()(figsize=(4.2 * columns, 3.4 * rows))
-    axes = figure.subplots(rows, columns).ravel()
-    width = 0.8 / len(SYSTEMS)
-    for axis, (metric, higher_is_better) in zip(axes, METRICS.items()):
-        for offset, system in enumerate(SYSTEMS):
-            values = metrics.xs(system, level="system").reindex(SCORED_SETS)
-            positions = np.arange(len(SCORED_SETS)) + (offset - (len(SYSTEMS) - 1) / 2) * width
-            errors = np.vstack([values[metric] - values[f"{metric} low"], values[f"{metric} high"] - values[metric]])
-            axis.bar(positions, values[metric], width, yerr=errors, capsize=2, label=system)
-        axis.set_xticks(range(len(SCORED_SETS)), SCORED_SETS)
-        axis.set_title(f"{metric} ({'higher' if higher_is_better else 'lower'} is better)", fontsize=10)
-    handles, labels = axes[0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="lower center", ncol=len(SYSTEMS), frameon=False)
-    figure.tight_layout(rect=(0, 0.06, 1, 1))
+    chosen = family_rows(differences, family).reset_index().iloc[::-1]  # the first comparison on top
+    figure = shown_figure()(figsize=(9, 0.45 * len(chosen) + 1.5))
+    axes = figure.subplots()
+    positions = np.arange(len(chosen))
+    errors = np.vstack([chosen["difference"] - chosen["low"], chosen["high"] - chosen["difference"]])
+    axes.errorbar(chosen["difference"], positions, xerr=errors, fmt="o", capsize=3, color="black")
+    axes.axvline(0, color="grey", linewidth=1)
+    axes.axvspan(-CROSS_RUN_MARGIN, CROSS_RUN_MARGIN, color="grey", alpha=0.15,
+                 label=f"within {CROSS_RUN_MARGIN:.2f} of zero: not stable across runs")
+    labels = [f"{row.set}: {row.effect} — {row.metric} ({'higher' if METRICS[row.metric] else 'lower'} is better)"
+              for row in chosen.itertuples()]
+    axes.set_yticks(positions, labels, fontsize=8)
+    axes.set_xlabel("difference, after − before (mean and 95% paired bootstrap interval)")
+    axes.set_title(f"The {family} comparisons")
+    axes.legend(fontsize=8, loc="lower right")
+    figure.tight_layout()
     return figure
 
 
@@ -416,28 +563,23 @@ def save_comparison(comparison: Comparison) -> None:
     outputs.mkdir(parents=True, exist_ok=True)
     comparison.metrics.to_csv(outputs / "comparison.csv", float_format="%.4f")
     (outputs / "comparison.md").write_text(markdown_table(with_intervals(comparison.metrics)))
-    comparison_chart(comparison.metrics).savefig(outputs / "comparison.png", dpi=120, bbox_inches="tight")
+    paths().figures.mkdir(parents=True, exist_ok=True)
+    forest_plot(comparison.differences).savefig(paths().figures / "comparison_forest.png", dpi=120,
+                                                bbox_inches="tight")
     paths().tables.mkdir(parents=True, exist_ok=True)
     comparison.answers.to_csv(paths().tables / "comparison_answers.csv", index=False)
     comparison.differences.to_csv(paths().tables / "comparison_differences.csv", index=False, float_format="%.4f")
 
 
-def demo_side_by_side(answers: pd.DataFrame) -> pd.DataFrame:
-    """The reference solution's table: the demo products × the real description and each system's answer."""
-    demo = answers[answers["set"] == "demo"]
-    table = demo.pivot(index="product", columns="system", values="answer").reindex(index=list(DEMO_PRODUCTS),
-                                                                                     columns=list(SYSTEMS))
-    table.insert(0, "reference", demo.drop_duplicates("product").set_index("product")["reference"])
-    return table
-
-
-def held_out_side_by_side(answers: pd.DataFrame, products: int) -> pd.DataFrame:
-    """The first ``products`` held-out products: the real description and each system's answer."""
-    held_out = answers[answers["set"] == "held-out"]
-    titles = list(dict.fromkeys(held_out["product"]))[:products]
-    table = held_out.pivot(index="product", columns="system", values="answer").reindex(index=titles,
-                                                                                         columns=list(SYSTEMS))
-    table.insert(0, "reference", held_out.drop_duplicates("product").set_index("product")["reference"])
+def side_by_side(answers: pd.DataFrame, set_name: str, products: int | None = None,
+                 systems: Sequence[str] = SYSTEMS) -> pd.DataFrame:
+    """Products of one set: the real description, then each system's answer with the facts it got right, wrong
+    or from elsewhere."""
+    chosen = answers[answers["set"] == set_name]
+    titles = list(dict.fromkeys(chosen["product"]))[:products]
+    cells = chosen.assign(cell=chosen["answer"] + "\n— " + chosen["facts"])
+    table = cells.pivot(index="product", columns="system", values="cell").reindex(index=titles, columns=list(systems))
+    table.insert(0, "reference", chosen.drop_duplicates("product").set_index("product")["reference"])
     return table
 
 
@@ -446,65 +588,37 @@ def styled_side_by_side(table: pd.DataFrame, uuid: str = "side_by_side"):
 
 
 def latency_table(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Mean seconds per answer, one column per system."""
+    """Mean seconds per answer, one column per generating system."""
     return metrics["latency s"].unstack("system").reindex(index=list(SETS), columns=list(SYSTEMS)).round(2)
 
 
-# --- The verdict, derived from the intervals -----------------------------------------------------------------
+# --- The conclusion, derived from the checked verdicts and the targets ------------------------------------------
 
 
-def conclusions(differences: pd.DataFrame) -> list[str]:
-    """For each scored set and effect: the metrics it makes better, worse, or leaves without a clear difference."""
-    lines = []
-    for set_name in [name for name in SCORED_SETS if name in set(differences["set"])]:
-        lines.append(f"{set_name} products:")
-        in_set = differences[differences["set"] == set_name]
-        for effect in EFFECTS:
-            verdicts = in_set[in_set["effect"] == effect].set_index("metric")["checked verdict"]
-            parts = [f"{label}: {', '.join(verdicts.index[verdicts == label]) or '-'}"
-                     for label in ("better", "worse", "no clear difference", NOT_STABLE)]
-            lines.append(f"  {effect:<34} " + " | ".join(parts))
-    return lines
-
-
-def _metric_list(metrics: Sequence[str]) -> str:
-    metrics = list(metrics)
-    return metrics[0] if len(metrics) == 1 else ", ".join(metrics[:-1]) + " and " + metrics[-1]
+def _listed(items: Sequence[str]) -> str:
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def written_conclusion(differences: pd.DataFrame, targets: pd.DataFrame) -> str:
-    """The notebook's closing paragraph, every clause read off the checked verdicts and the targets' results:
-    what is not stable across runs is counted, not claimed."""
+    """A few sentences, every clause read off the primary family's checked verdicts and the targets' results."""
+    primary = family_rows(differences).reset_index()
     sentences = []
-    for set_name in [name for name in SCORED_SETS if name in set(differences["set"])]:
-        in_set = differences[differences["set"] == set_name]
-        for effect in EFFECTS:
-            verdicts = in_set[in_set["effect"] == effect].set_index("metric")["checked verdict"]
-            better, worse = list(verdicts.index[verdicts == "better"]), list(verdicts.index[verdicts == "worse"])
-            unclear = list(verdicts.index[verdicts == "no clear difference"])
-            if not (better or worse or unclear):
-                continue
-            parts = ([f"makes {_metric_list(better)} better"] if better else []) + \
-                    ([f"makes {_metric_list(worse)} worse"] if worse else [])
-            clause = f"On {set_name} products, {effect} " + " and ".join(parts)
-            if unclear:
-                clause += ("; " if parts else "") + f"makes no clear difference on {_metric_list(unclear)}"
-            sentences.append(clause + ".")
-    unstable = int((differences["checked verdict"] == NOT_STABLE).sum())
-    if unstable:
-        sentences.append(f"{unstable} of the {len(differences)} comparisons are {NOT_STABLE} (an end of their "
-                         f"interval lies within {CROSS_RUN_MARGIN:.2f} of zero) and are not claimed.")
-    return " ".join(sentences + [targets_sentence(targets["result"])])
-
-
-def targets_sentence(results: pd.Series) -> str:
-    met, missed = list(results.index[results == "met"]), list(results.index[results == "missed"])
-    unstable = list(results.index[results == NOT_STABLE])
-    if len(met) == len(results):
-        return "The fine-tune meets all its targets on held-out products."
-    sentence = f"On held-out products the fine-tune meets {len(met)} of its {len(results)} targets"
-    if missed:
-        sentence += f", misses {_metric_list(missed)}"
-    if unstable:
-        sentence += f"; {_metric_list(unstable)}: {NOT_STABLE}, not claimed"
-    return sentence + "."
+    for (set_name, effect), group in primary.groupby(["set", "effect"], sort=False):
+        verdicts = group.set_index("metric")["checked verdict"]
+        parts = [f"{label} on {_listed(verdicts.index[verdicts == label])}"
+                 for label in ("better", "worse", "no clear difference") if (verdicts == label).any()]
+        if parts:
+            sentences.append(f"{set_name.capitalize()}, {effect}: {'; '.join(parts)}.")
+    unclaimed = primary[primary["checked verdict"].isin([NOT_STABLE, TOO_FEW])]
+    if len(unclaimed):
+        sentences.append(f"{len(unclaimed)} of the {len(primary)} primary comparisons are not claimed "
+                         f"({_listed(sorted(set(unclaimed['checked verdict'])))}).")
+    results = targets["result"]
+    counts = {label: int((results == label).sum()) for label in ("met", "missed", NOT_STABLE, TOO_FEW)}
+    summary = f"Targets: {counts['met']} of {len(results)} met"
+    if counts["missed"]:
+        summary += f"; missed: {_listed(list(results.index[results == 'missed']))}"
+    if counts[NOT_STABLE] or counts[TOO_FEW]:
+        summary += f"; {counts[NOT_STABLE] + counts[TOO_FEW]} not claimed"
+    return " ".join(sentences + [summary + "."])

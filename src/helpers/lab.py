@@ -204,8 +204,7 @@ profile = helpers.config.active_profile()
 data.ensure_processed(profile, progress=False)
 retrieval.ensure_index(profile)
 training.ensure_adapter(profile)
-held_out = [record["product"] for record in data.evaluation_samples(profile)["held-out"]]
-models.ensure_baseline_counts(profile, held_out)
+models.ensure_baseline_counts(profile, data.evaluation_samples(profile)["held-out"])
 """
 
 
@@ -454,7 +453,7 @@ def compare_checked_outputs(submitted: nbformat.NotebookNode, reference: nbforma
 
 # --- Metrics a submission reached ---------------------------------------------------------------------------------
 
-HEADLINE_METRICS = ("ROUGE-L", "stops", "loops", "catalogue facts")
+HEADLINE_METRICS = ("catalogue facts", "invents", "contradicts", "stops", "loops")
 
 
 def reached_metrics(notebook: str, root: Path) -> dict:
@@ -471,8 +470,8 @@ def reached_metrics(notebook: str, root: Path) -> dict:
     differences = pd.read_csv(differences_file)
     verdicts = differences[differences["set"] == "held-out"]
     return {
-        "held-out means": {system: {metric: round(float(row[metric]), 3) for metric in HEADLINE_METRICS}
-                           for system, row in held_out.iterrows()},
+        "held-out means": {system: {metric: None if pd.isna(row[metric]) else round(float(row[metric]), 3)
+                                    for metric in HEADLINE_METRICS} for system, row in held_out.iterrows()},
         "held-out verdicts": {f"{row.effect} · {row.metric}": row.verdict for row in verdicts.itertuples()},
     }
 

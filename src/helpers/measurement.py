@@ -12,13 +12,15 @@ import random
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
 
 from helpers.config import DEMO_PRODUCTS, Profile, paths
-from helpers.data import load_processed
-from helpers.prompts import document_text, format_completion, format_context, format_prompt, format_training_text
+from helpers.data import fits_training, load_processed, select_training_records, too_long_to_train  # noqa: F401
+from helpers.prompts import (Catalogue, catalogue_for, document_text, format_completion, format_prompt,
+                             format_training_text, no_record_answer)
 from helpers.quiet import progress
 
 import datasets
@@ -35,32 +37,6 @@ LIBRARY_PROGRESS_CALLBACKS = ("ProgressCallback", "NotebookProgressCallback", "P
 
 
 # --- Training records ------------------------------------------------------------------------------------------
-
-
-def fits_training(record: dict, profile: Profile) -> bool:
-    """Whether a description is short enough to train on whole: a cut one would end without EOS and teach rambling."""
-    return len(record["description"].split()) <= profile.max_completion_words
-
-
-def select_training_records(train: datasets.Dataset, profile: Profile) -> datasets.Dataset:
-    """profile.train_examples records: the four demo products, then a seeded shuffle of the rest that fit whole."""
-    demo = train.filter(lambda record: record["product"] in DEMO_PRODUCTS)
-    missing = set(DEMO_PRODUCTS) - set(demo["product"])
-    if missing:
-        raise ValueError(f"The training split lacks the demo products {sorted(missing)}: rebuild outputs/processed.")
-    demo = demo.select(range(len(DEMO_PRODUCTS))) if len(demo) > len(DEMO_PRODUCTS) else demo
-    others = train.filter(lambda record: record["product"] not in DEMO_PRODUCTS and fits_training(record, profile))
-    others = others.shuffle(seed=profile.seed)
-    wanted = profile.train_examples - len(demo)
-    if wanted > len(others):
-        raise ValueError(f"profile.train_examples={profile.train_examples} but only {len(others) + len(demo)} "
-                         "training records fit.")
-    return datasets.concatenate_datasets([demo, others.select(range(wanted))])
-
-
-def too_long_to_train(train: datasets.Dataset, profile: Profile) -> int:
-    """How many training-split records select_training_records passes over because their description is too long."""
-    return sum(not fits_training(record, profile) for record in train)
 
 
 def to_training_texts(records: datasets.Dataset, eos_token: str) -> datasets.Dataset:
@@ -110,55 +86,87 @@ def nearest_other_products(queries: datasets.Dataset, pool: datasets.Dataset, pr
     return [list(row[:count]) for row in np.argsort(-scores, axis=1, kind="stable")]
 
 
+TITLE_ONLY, WITH_RECORD, NO_RECORD = "title only", "with its record", "no record"
+EXAMPLE_KINDS = (TITLE_ONLY, WITH_RECORD, NO_RECORD)
+
+
 @dataclass(frozen=True)
 class TrainingExamples:
-    """The prompt/completion pairs SFTTrainer trains on, and what went into them."""
+    """The prompt/completion pairs SFTTrainer trains on, the kind of each, and what went into them."""
 
-    dataset: datasets.Dataset  # columns prompt, completion
-    context_rows: tuple[int, ...]  # the rows whose prompt carries retrieved context
+    dataset: datasets.Dataset  # columns prompt, completion (what SFTTrainer reads)
+    kinds: tuple[str, ...]  # the kind of each row (EXAMPLE_KINDS)
     shortened_documents: int
 
-    @property
-    def with_context(self) -> int:
-        return len(self.context_rows)
+    def count(self, kind: str) -> int:
+        return self.kinds.count(kind)
 
-    def example(self, with_context: bool) -> str:
-        """The first example with (or without) retrieved context, as the model sees it: prompt, then completion."""
-        row = next(index for index in range(len(self.dataset)) if (index in self.context_rows) == with_context)
-        return self.dataset[row]["prompt"] + self.dataset[row]["completion"]
+    def example(self, kind: str) -> str:
+        """The first example of a kind, as the model sees it: the prompt, then the completion."""
+        row = self.dataset[self.kinds.index(kind)]
+        return row["prompt"] + row["completion"]
+
+    def show_each_kind(self) -> None:
+        """Print one example of each kind present, as the model sees it, under the kind's name."""
+        for kind in EXAMPLE_KINDS:
+            if self.count(kind):
+                print(f"{'=' * 40} {kind} {'=' * 40}\n{self.example(kind)}\n")
 
     def summary(self) -> str:
-        return (f"{len(self.dataset)} prompt/completion examples: {len(self.dataset) - self.with_context} with the "
-                f"title alone, {self.with_context} with retrieved context (the product's own document among its "
-                f"nearest neighbours); {self.shortened_documents} context documents shortened (marked …)")
+        return (f"{len(self.dataset)} prompt/completion examples: {self.count(TITLE_ONLY)} with the title alone (the "
+                f"reference's exercise), {self.count(WITH_RECORD)} with the product's catalogue record among other "
+                f"products, {self.count(NO_RECORD)} where the catalogue has no record (answer: the title's facts and "
+                f"nothing more); {self.shortened_documents} other products' documents shortened (marked …)")
+
+
+def fits_context(record: dict, profile: Profile) -> bool:
+    """Whether a record's document is shown whole in a prompt: its description can then be learnt from the prompt."""
+    return len(document_text(record["product"], record["description"]).split()) <= profile.context_words
+
+
+def example_kinds(records: datasets.Dataset, profile: Profile) -> list[str]:
+    """Each record's kind of example, seeded: profile.record_share of them (among those whose document fits the
+    prompt whole) with the record, profile.no_record_share with none, the rest with the title alone."""
+    rng = random.Random(profile.seed)
+    rows = list(range(len(records)))
+    fitting = [row for row in rows if fits_context(records[row], profile)]
+    with_record = set(rng.sample(fitting, min(len(fitting), round(profile.record_share * len(records)))))
+    rest = [row for row in rows if row not in with_record]
+    no_record = set(rng.sample(rest, round(profile.no_record_share * len(records))))
+    return [WITH_RECORD if row in with_record else NO_RECORD if row in no_record else TITLE_ONLY for row in rows]
 
 
 def training_examples(records: datasets.Dataset, pool: datasets.Dataset, profile: Profile,
                       eos_token: str) -> TrainingExamples:
-    """Prompt/completion pairs in TRL's form, so that the loss falls on the completion (description + EOS) only.
+    """Prompt/completion pairs in TRL's form, so that the loss falls on the completion (answer + EOS) only.
 
-    A seeded share profile.rag_training_share of the prompts carries a RAG context as notebook 05 builds it:
-    profile.retriever_k documents, the product's own at a seeded random place among the nearest other products
-    (retrieval-augmented fine-tuning). The model learns to take the facts of the document whose title matches,
-    not those of the first one or of a look-alike.
+    Three kinds (example_kinds), each in the layout the course asks at inference (helpers.prompts):
+    - the title alone → the description: the reference's exercise (notebook 06's "fine-tuned" system);
+    - the title with the product's catalogue record, shown apart from profile.retriever_k - 1 other products that
+      retrieval would return beside it (found as the retriever finds them) → the description: the record's facts,
+      not a neighbour's (retrieval-augmented fine-tuning with distractors, as in RAFT);
+    - the title with the catalogue saying it has no record → the title's facts and nothing more
+      (helpers.prompts.no_record_answer): what the model cannot know, it learns not to invent.
     """
-    rng = random.Random(profile.seed)
-    chosen = sorted(rng.sample(range(len(records)), round(profile.rag_training_share * len(records))))
-    neighbours = dict(zip(chosen, nearest_other_products(records.select(chosen), pool, profile,
-                                                         profile.retriever_k - 1))) if chosen else {}
+    kinds = example_kinds(records, profile)
+    with_record = [row for row, kind in enumerate(kinds) if kind == WITH_RECORD]
+    neighbours = dict(zip(with_record, nearest_other_products(records.select(with_record), pool, profile,
+                                                              profile.retriever_k - 1))) if with_record else {}
     prompts, completions, shortened = [], [], 0
-    for index, record in enumerate(records):
-        context = None
-        if index in neighbours:
-            documents = [document_text(pool[int(other)]["product"], pool[int(other)]["description"])
-                         for other in neighbours[index]]
-            documents.insert(rng.randrange(len(documents) + 1), document_text(record["product"], record["description"]))
-            context, cut = format_context(documents, profile.context_words)
+    for row, (record, kind) in enumerate(zip(records, kinds)):
+        catalogue, answer = None, record["description"]
+        if kind == WITH_RECORD:
+            others = [document_text(pool[int(other)]["product"], pool[int(other)]["description"])
+                      for other in neighbours[row]]
+            catalogue, cut = catalogue_for(document_text(record["product"], record["description"]), others,
+                                           profile.context_words)
             shortened += cut
-        prompts.append(format_prompt(record["product"], context=context))
-        completions.append(format_completion(record["description"], eos_token))
+        elif kind == NO_RECORD:
+            catalogue, answer = Catalogue(None), no_record_answer(record["product"])
+        prompts.append(format_prompt(record["product"], catalogue))
+        completions.append(format_completion(answer, eos_token))
     dataset = datasets.Dataset.from_dict({"prompt": prompts, "completion": completions})
-    return TrainingExamples(dataset, context_rows=tuple(chosen), shortened_documents=shortened)
+    return TrainingExamples(dataset, kinds=tuple(kinds), shortened_documents=shortened)
 
 
 def training_dataset(profile: Profile, tokenizer) -> datasets.Dataset:
@@ -231,9 +239,10 @@ class TrainingStats:
     peak_memory_gb: float
     peak_memory_kind: str
     losses: tuple[float, ...]
+    step_kinds: tuple[str, ...] = ()  # per step, the kinds of example its batch held (StepKinds)
 
     def table(self) -> pd.DataFrame:
-        rows = {key: value for key, value in asdict(self).items() if key != "losses"}
+        rows = {key: value for key, value in asdict(self).items() if key not in ("losses", "step_kinds")}
         return pd.DataFrame({"value": rows}).rename_axis("training statistic")
 
 
@@ -312,12 +321,13 @@ class TokenCounter:
     taken as 0, reported 0.0 tokens/s for both backends of benchmarks/gpu_training.py.
     """
 
-    def __init__(self, trainer: trl.SFTTrainer):
+    def __init__(self, trainer: trl.SFTTrainer, on_batch=None):
         self.trainer = trainer
         self.pad_token_id = getattr(trainer.data_collator, "pad_token_id", None)
         if self.pad_token_id is None:
             self.pad_token_id = getattr(getattr(trainer, "processing_class", None), "pad_token_id", None)
         self.batch_counts: list[torch.Tensor] = []
+        self.on_batch = on_batch  # called with every micro-batch too (StepKinds)
 
     def __enter__(self) -> TokenCounter:
         self._own_attribute = self.trainer.__dict__.get("training_step")
@@ -325,6 +335,8 @@ class TokenCounter:
 
         def counting_training_step(model, inputs, *args, **kwargs):
             self.batch_counts.append(batch_tokens(inputs, self.pad_token_id).detach())
+            if self.on_batch is not None:
+                self.on_batch(inputs)
             return training_step(model, inputs, *args, **kwargs)
 
         self.trainer.training_step = counting_training_step
@@ -348,6 +360,38 @@ class TokenCounter:
         return sum(int(count) for count in self.batch_counts)
 
 
+def batch_sequences(batch, pad_token_id: int | None) -> list[tuple[int, ...]]:
+    """The token ids of each example in a batch, padding removed (by the attention mask, or the packed lengths)."""
+    input_ids = batch["input_ids"].detach().cpu()
+    if batch.get("attention_mask") is not None:
+        mask = batch["attention_mask"].detach().cpu().bool()
+        return [tuple(row[keep].tolist()) for row, keep in zip(input_ids, mask)]
+    if batch.get("packed_seq_lengths") is not None:
+        return [tuple(part.tolist()) for part in torch.split(input_ids.reshape(-1),
+                                                              batch["packed_seq_lengths"].reshape(-1).tolist())]
+    return [tuple(token for token in row.tolist() if token != pad_token_id) for row in input_ids]
+
+
+class StepKinds:
+    """Which kinds of example each optimizer step trained on, read from the batches that reached the model: a
+    step's loss depends on what its batch holds (with the record in the prompt the answer is cheap to predict)."""
+
+    def __init__(self, trainer: trl.SFTTrainer, kinds: Sequence[str]):
+        self.trainer = trainer
+        self.kind_of = {tuple(row["input_ids"]): kind for row, kind in zip(trainer.train_dataset, kinds)}
+        self.by_step: dict[int, set[str]] = {}
+
+    def __call__(self, batch) -> None:
+        pad_token_id = getattr(self.trainer.processing_class, "pad_token_id", None)
+        kinds = {self.kind_of.get(sequence, "unknown") for sequence in batch_sequences(batch, pad_token_id)}
+        self.by_step.setdefault(self.trainer.state.global_step, set()).update(kinds)
+
+    def steps(self, count: int) -> tuple[str, ...]:
+        """One label per optimizer step: its kinds, in EXAMPLE_KINDS order, joined by " + "."""
+        return tuple(" + ".join(kind for kind in (*EXAMPLE_KINDS, "unknown") if kind in self.by_step.get(step, ()))
+                     for step in range(count))
+
+
 def samples_seen(trainer: trl.SFTTrainer) -> int:
     """Examples the optimizer saw: full batches, except that the last batch of an epoch may be short."""
     args = trainer.args
@@ -358,8 +402,9 @@ def samples_seen(trainer: trl.SFTTrainer) -> int:
     return min(samples, round(len(trainer.train_dataset) * args.num_train_epochs))
 
 
-def train_with_stats(trainer: trl.SFTTrainer) -> TrainingStats:
-    """trainer.train(), with wall time, throughput, losses and peak memory measured around it.
+def train_with_stats(trainer: trl.SFTTrainer, kinds: Sequence[str] | None = None) -> TrainingStats:
+    """trainer.train(), with wall time, throughput, losses and peak memory measured around it; with ``kinds`` (one
+    per training example, TrainingExamples.kinds), also which kinds each step trained on.
 
     Tokens are the non-padding tokens of the batches that reached the model (TokenCounter). Peak memory is
     torch.cuda.max_memory_reserved on a GPU (the reference printed "0.000 GB" by subtracting the wrong baseline),
@@ -374,7 +419,8 @@ def train_with_stats(trainer: trl.SFTTrainer) -> TrainingStats:
         if type(callback).__name__ in LIBRARY_PROGRESS_CALLBACKS:
             trainer.remove_callback(callback)
     trainer.add_callback(StepProgress(sys.stdout))
-    with PeakMemorySampler() as memory, TokenCounter(trainer) as counted:
+    step_kinds = StepKinds(trainer, kinds) if kinds is not None else None
+    with PeakMemorySampler() as memory, TokenCounter(trainer, on_batch=step_kinds) as counted:
         start = time.perf_counter()
         trainer.train()
         wall_seconds = time.perf_counter() - start
@@ -402,4 +448,5 @@ def train_with_stats(trainer: trl.SFTTrainer) -> TrainingStats:
         peak_memory_gb=round(peak_memory_gb, 3),
         peak_memory_kind=kind,
         losses=losses,
+        step_kinds=step_kinds.steps(len(losses)) if step_kinds else (),
     )

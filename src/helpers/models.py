@@ -16,7 +16,9 @@ from pathlib import Path
 
 # display_path is re-exported: notebooks call helpers.models.display_path.
 from helpers.config import NOT_STABLE, Profile, display_path, paths  # noqa: F401
+from helpers.facts import FactScore, describe, score_facts
 from helpers.prompts import cut_at_special_token, format_prompt
+from helpers.synthetic import load_facts
 from helpers.quiet import progress as progress_bar
 from helpers.quiet import silence_known_noise_in_notebooks, silence_logged_noise, without_printed_noise
 
@@ -344,22 +346,42 @@ def failure_modes(product: str, answer: str, stopped: bool | None = None) -> lis
 NO_STOP = "runs to max_new_tokens"
 
 
+INVENTS, CONTRADICTS = "invents specifics", "contradicts the record"
+
+
 def _texts_and_stops(answers: list) -> tuple[list[str], list[bool | None]]:
     return ([getattr(answer, "text", answer) for answer in answers],
             [getattr(answer, "stopped", None) for answer in answers])
 
 
-def failure_mode_table(products: list[str], answers: list, name: str | None = None) -> pd.DataFrame:
-    """Product, answer and the failure modes found in it; saved to outputs/tables/<name>.csv when named.
+def _fact_scores(records: list[dict], texts: list[str]) -> list[FactScore | None]:
+    """Each answer's facts against its product's record (helpers.facts); None where the sample holds no record."""
+    facts = load_facts()
+    return [score_facts(text, facts[record["uid"]], record["product"], record.get("description", ""))
+            if record.get("uid") in facts else None for record, text in zip(records, texts)]
 
-    ``answers`` are Answers (generate_answers) or plain strings.
+
+def _all_failure_modes(record: dict, text: str, stopped: bool | None, score: FactScore | None) -> list[str]:
+    modes = failure_modes(record["product"], text, stopped)
+    if score is not None:
+        modes += [mode for mode, present in ((CONTRADICTS, score.contradicts), (INVENTS, score.invents)) if present]
+    return modes
+
+
+def failure_mode_table(records: list[dict], answers: list, name: str | None = None) -> pd.DataFrame:
+    """Product, answer, the failure modes found in it (rules on the text, and its facts against the product's
+    record: helpers.facts) and what it got right or wrong; saved to outputs/tables/<name>.csv when named.
+
+    ``records`` are evaluation records (uid, product, description); ``answers`` Answers (generate_answers) or strings.
     """
     texts, stops = _texts_and_stops(answers)
+    scores = _fact_scores(records, texts)
     table = pd.DataFrame({
-        "product": products,
+        "product": [record["product"] for record in records],
         "answer": texts,
-        "failure modes": ["; ".join(failure_modes(product, text, stopped)) or "none found"
-                          for product, text, stopped in zip(products, texts, stops)],
+        "failure modes": ["; ".join(_all_failure_modes(record, text, stopped, score)) or "none found"
+                          for record, text, stopped, score in zip(records, texts, stops, scores)],
+        "facts": [describe(score) if score is not None else "no record to check" for score in scores],
     })
     if name:
         paths().tables.mkdir(parents=True, exist_ok=True)
@@ -367,11 +389,12 @@ def failure_mode_table(products: list[str], answers: list, name: str | None = No
     return table
 
 
-def failure_mode_counts(products: list[str], answers: list) -> pd.DataFrame:
+def failure_mode_counts(records: list[dict], answers: list) -> pd.DataFrame:
     """How many answers show each failure mode (loop phrases pooled into one "loops" row), and their share."""
     texts, stops = _texts_and_stops(answers)
-    counts = Counter(mode.split(" (")[0] for product, text, stopped in zip(products, texts, stops)
-                     for mode in failure_modes(product, text, stopped))
+    scores = _fact_scores(records, texts)
+    counts = Counter(mode.split(" (")[0] for record, text, stopped, score in zip(records, texts, stops, scores)
+                     for mode in _all_failure_modes(record, text, stopped, score))
     table = pd.DataFrame({"answers": counts}, dtype=int).sort_values("answers", ascending=False)
     table["share"] = (table["answers"] / len(answers)).map("{:.0%}".format)
     return table.rename_axis("failure mode")
@@ -380,7 +403,7 @@ def failure_mode_counts(products: list[str], answers: list) -> pd.DataFrame:
 # What the notebooks' text says of the held-out answers, as thresholds that hold on every machine: nbval checks
 # whether each holds, not the exact counts (generated text may differ between CPUs whose arithmetic differs).
 FOUNDATION_EXPECTED = {NO_STOP: ("at least", 0.5), "loops": ("at least", 0.2)}
-FINE_TUNED_EXPECTED = {NO_STOP: ("at most", 0.10), "loops": ("at most", 0.10)}
+FINE_TUNED_EXPECTED = {NO_STOP: ("at most", 0.10), "loops": ("at most", 0.10), INVENTS: ("at least", 0.5)}
 
 
 def expectations_table(counts: pd.DataFrame, total: int, expected: dict[str, tuple[str, float]],
@@ -410,35 +433,37 @@ def baseline_counts_path(profile: Profile) -> Path:
     return paths().tables / f"failure_counts_foundation_heldout_{profile.name}.json"
 
 
-def save_baseline_counts(counts: pd.DataFrame, products: list[str], profile: Profile) -> Path:
+def save_baseline_counts(counts: pd.DataFrame, records: list[dict], profile: Profile) -> Path:
     """Notebook 02's failure counts on the held-out products: the baseline notebooks 03 and 06 report against."""
     path = baseline_counts_path(profile)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"products": products, "counts": counts["answers"].to_dict()}, indent=1) + "\n")
+    path.write_text(json.dumps({"products": [record["uid"] for record in records],
+                                "counts": counts["answers"].to_dict()}, indent=1) + "\n")
     return path
 
 
-def ensure_baseline_counts(profile: Profile, products: list[str]) -> dict[str, int]:
+def ensure_baseline_counts(profile: Profile, records: list[dict]) -> dict[str, int]:
     """The foundation model's failure counts on these held-out products: notebook 02's, or computed here (the
     base model answers them) when 02 has not run or ran on other products."""
     path = baseline_counts_path(profile)
     if path.is_file():
         saved = json.loads(path.read_text())
-        if saved["products"] == products:
+        if saved["products"] == [record["uid"] for record in records]:
             return saved["counts"]
     print(f"{display_path(path)} is missing or for other products: the foundation model answers them first")
     model, tokenizer = load_model(profile)
-    counts = failure_mode_counts(products, answer_products(model, tokenizer, products, profile))
-    save_baseline_counts(counts, products, profile)
+    answers = answer_products(model, tokenizer, [record["product"] for record in records], profile)
+    counts = failure_mode_counts(records, answers)
+    save_baseline_counts(counts, records, profile)
     return counts["answers"].to_dict()
 
 
-def counts_against_baseline(counts: pd.DataFrame, products: list[str], profile: Profile, label: str) -> pd.DataFrame:
+def counts_against_baseline(counts: pd.DataFrame, records: list[dict], profile: Profile, label: str) -> pd.DataFrame:
     """This model's failure counts on the held-out products beside the foundation model's (notebook 02)."""
-    baseline = pd.Series(ensure_baseline_counts(profile, products), dtype=int)
+    baseline = pd.Series(ensure_baseline_counts(profile, records), dtype=int)
     table = pd.DataFrame({"foundation (notebook 02)": baseline, label: counts["answers"]}).fillna(0).astype(int)
     return table.sort_values("foundation (notebook 02)", ascending=False).rename_axis(
-        f"failure mode (of {len(products)} held-out answers)")
+        f"failure mode (of {len(records)} held-out answers)")
 
 
 def styled_answers(table: pd.DataFrame, uuid: str):

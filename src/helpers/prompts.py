@@ -1,12 +1,16 @@
 """The reference solution's Alpaca prompt: one template for training, inference and RAG alike.
 
 Training teaches the model to continue ``format_prompt(product)`` with the description and EOS; inference sends
-the same prompt and keeps only what comes after it; RAG sends the same prompt with retrieved context added to
-the Input section, so the fine-tuned model sees the layout it was trained on.
+the same prompt and keeps only what comes after it. With retrieval, the Input section also says what the catalogue
+holds (``Catalogue``): the record of this product, shown apart from the other products retrieval returned beside
+it, or that the catalogue has no record of it. The fine-tuned model learns all three layouts (helpers.training),
+so it sees at inference the layout it was trained on.
 """
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from helpers.config import ALPACA_INSTRUCTION
 
@@ -28,21 +32,55 @@ SPECIAL_TOKEN_PATTERN = re.compile(r"<\|[a-z_]+\|>")
 LEADING_SPECIAL_TOKENS = re.compile(r"^(?:\s*<\|[a-z_]+\|>)+")
 
 
-def format_input(product: str, context: str | None = None) -> str:
-    """The Input section: the product title, followed by retrieved context when RAG provides some."""
+RECORD_HEADING = "Catalogue record of this product:"
+OTHERS_HEADING = "Other products (not this one):"
+NO_RECORD = "Catalogue record of this product: none. The catalogue does not hold this product."
+NO_RECORD_ANSWER = "{product}. The catalogue has no description of this product."
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """What retrieval puts in a prompt: the product's own record (None when the catalogue has none) and the other
+    products it returned, each already in document form (``document_text``) and cut to its length (``format_context``)."""
+
+    record: str | None
+    others: tuple[str, ...] = ()
+
+
+def format_input(product: str, catalogue: Catalogue | None = None) -> str:
+    """The Input section: the product title, then what the catalogue holds when retrieval was asked."""
     product = product.strip()
     if not product:
         raise ValueError("format_prompt: the product title is empty.")
-    if context is None or not context.strip():
+    if catalogue is None:
         return product
-    return f"{product}\n\nContext:\n{context.strip()}"
+    if catalogue.record is None:
+        return f"{product}\n\n{NO_RECORD}"
+    text = f"{product}\n\n{RECORD_HEADING}\n{catalogue.record}"
+    if catalogue.others:
+        text += f"\n\n{OTHERS_HEADING}\n" + "\n".join(catalogue.others)
+    return text
 
 
-def format_prompt(product: str, context: str | None = None) -> str:
+def format_prompt(product: str, catalogue: Catalogue | None = None) -> str:
     """Everything the model sees before it writes: the template up to and including "### Response:\\n"."""
     return ALPACA_TEMPLATE.format(
-        instruction=ALPACA_INSTRUCTION, input=format_input(product, context), response=""
+        instruction=ALPACA_INSTRUCTION, input=format_input(product, catalogue), response=""
     )
+
+
+def catalogue_for(record: str | None, others: Sequence[str], max_words: int) -> tuple[Catalogue, int]:
+    """The Catalogue of a prompt from documents, each cut to ``max_words`` words (visibly); and how many were cut."""
+    if record is None:
+        return Catalogue(None), 0
+    shown = [shorten_document(" ".join(document.split()), max_words) for document in (record, *others)]
+    texts, cut = [text for text, _ in shown], sum(was_cut for _, was_cut in shown)
+    return Catalogue(texts[0], tuple(texts[1:])), cut
+
+
+def no_record_answer(product: str) -> str:
+    """What the fine-tune learns to answer when the catalogue has no record: the title's facts and nothing more."""
+    return NO_RECORD_ANSWER.format(product=product.strip().rstrip("."))
 
 
 def document_text(title: str, description: str) -> str:
@@ -56,16 +94,6 @@ def shorten_document(text: str, max_words: int) -> tuple[str, bool]:
     if len(words) <= max_words:
         return text, False
     return " ".join(words[:max_words]) + " …", True
-
-
-def format_context(documents: list[str], max_words: int) -> tuple[str, int]:
-    """Retrieved documents as the Context block, one per line, each cut to ``max_words`` words; and how many were cut.
-
-    A few descriptions run to thousands of words: cut silently they would push the prompt past max_seq_length, so
-    the cut is marked in the prompt and counted for the caller to report.
-    """
-    shortened = [shorten_document(" ".join(document.split()), max_words) for document in documents]
-    return "\n".join(text for text, _ in shortened), sum(cut for _, cut in shortened)
 
 
 def format_completion(description: str, eos_token: str) -> str:

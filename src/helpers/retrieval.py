@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -28,9 +29,10 @@ import helpers.models  # noqa: F401  (Unsloth first: sentence-transformers impor
 from helpers.config import FACTS_USED_MARGIN, Profile, active_profile, embedding_model_name, paths
 from helpers.models import clears
 from helpers.measurement import load_embeddings  # noqa: F401  (re-exported: notebooks call helpers.retrieval.load_embeddings)
-from helpers.prompts import document_text, format_context, format_prompt
+from helpers.prompts import Catalogue, catalogue_for, document_text, format_prompt
 from helpers.quiet import progress as progress_bar
-from helpers.synthetic import load_facts, states
+from helpers.facts import describe, score_facts
+from helpers.synthetic import fact_form, load_facts
 
 CHROMA_SERVER_ENV_VAR = "CHROMA_SERVER_URL"
 COLLECTION_NAME = "products"
@@ -369,6 +371,33 @@ def retrieval_quality(store, records: Iterable[dict], seed: int, k_values: Seque
     return hit_rates(retrieval_hits(store, records, k=max(k_values), seed=seed), k_values)
 
 
+def gate_report(store, sets: dict[str, Sequence[dict]], k: int) -> pd.DataFrame:
+    """How well the gate (catalogue_record) decides whether the catalogue holds a product, on products it holds
+    ("in-index") and products it does not ("held-out"): per set, how often it said "holds", then the decision's
+    precision and recall (a product it holds is a positive)."""
+    rows, said_holds, holds = [], [], []
+    for set_name, records in sets.items():
+        titles = [record["product"] for record in records]
+        found = [catalogue_record(title, sources) is not None
+                 for title, sources in zip(titles, store.as_retriever(search_kwargs={"k": k}).batch(titles))]
+        truth = set_name != "held-out"
+        rows.append({"set": set_name, "products": len(titles), "the catalogue holds them": "yes" if truth else "no",
+                     "the gate said it holds": sum(found)})
+        said_holds += found
+        holds += [truth] * len(found)
+    true_positives = sum(said and truth for said, truth in zip(said_holds, holds))
+    precision = true_positives / sum(said_holds) if any(said_holds) else float("nan")
+    recall = true_positives / sum(holds) if any(holds) else float("nan")
+    table = pd.DataFrame(rows).set_index("set")
+    table.attrs["precision"], table.attrs["recall"] = precision, recall
+    return table
+
+
+def gate_precision_recall(table: pd.DataFrame) -> str:
+    return (f"the gate's decision \"the catalogue holds it\": precision {table.attrs['precision']:.2f}, "
+            f"recall {table.attrs['recall']:.2f}")
+
+
 # --- The RAG chain ------------------------------------------------------------------------------------------
 
 
@@ -455,29 +484,54 @@ class _AddAnswers(Runnable[dict, dict]):
                 for item, answer in zip(inputs, answers)]
 
 
-def _with_prompt(item: dict, context_words: int) -> dict:
-    context, shortened = format_context([document.page_content for document in item["sources"]], context_words)
-    return {**item, "prompt": format_prompt(item["product"], context=context), "shortened sources": shortened}
+def title_key(title: str) -> str:
+    """A title as the gate compares it: case, punctuation, dashes and spacing aside ("Mog's Kittens" = "mogs kittens")."""
+    return " ".join(re.findall(r"\w+", fact_form(title).replace("'", "")))
 
 
-def retrieval_step(retriever, context_words: int | None = None):
-    """product title → {product, sources, prompt, shortened sources}: the chain up to the model (the service streams
-    its answer from this prompt). Without ``context_words``, the active profile's."""
+def catalogue_record(product: str, sources: Sequence[Document]) -> Document | None:
+    """The gate: the retrieved record whose title is the asked title (title_key), or None when retrieval found no
+    record of this product, only other products. A near neighbour ("Girls Ballet Tutu Neon Pink" for "… Neon Blue")
+    is never taken for the product."""
+    wanted = title_key(product)
+    return next((document for document in sources if title_key(document.metadata["title"]) == wanted), None)
+
+
+def _with_prompt(item: dict, context_words: int, gated: bool) -> dict:
+    """The retrieval result with its prompt. Gated, the record is the one the gate found (or none); ungated, the first
+    result is taken for the product's record, as a plain top-k chain does."""
+    sources = item["sources"]
+    record = catalogue_record(item["product"], sources) if gated else (sources[0] if sources else None)
+    if record is None:
+        catalogue, shortened = Catalogue(None), 0
+    else:
+        catalogue, shortened = catalogue_for(record.page_content, [document.page_content for document in sources
+                                                                   if document is not record], context_words)
+    return {**item, "record": record, "prompt": format_prompt(item["product"], catalogue),
+            "shortened sources": shortened}
+
+
+def retrieval_step(retriever, context_words: int | None = None, gated: bool = True):
+    """product title → {product, sources, record, prompt, shortened sources}: the chain up to the model (the service
+    streams its answer from this prompt). Without ``context_words``, the active profile's."""
     if context_words is None:
         context_words = active_profile(verbose=False).context_words
-    add_prompt = RunnableLambda(partial(_with_prompt, context_words=context_words))
+    add_prompt = RunnableLambda(partial(_with_prompt, context_words=context_words, gated=gated))
     return RunnableParallel(product=RunnablePassthrough(), sources=retriever) | add_prompt
 
 
-def rag_chain(retriever, llm, context_words: int | None = None):
-    """product title → {product, sources, prompt, shortened sources, answer}: retrieve, fill the Alpaca prompt, generate.
+def rag_chain(retriever, llm, context_words: int | None = None, gated: bool = True):
+    """product title → {product, sources, record, prompt, shortened sources, answer}: retrieve, decide whether the
+    catalogue holds the product (the gate), fill the prompt, generate.
 
-    Each retrieved description is shown up to ``context_words`` words (profile.context_words, as in training); a
-    longer one is cut with a visible "…", and "shortened sources" counts them. ``llm`` is any Runnable from prompt
-    text to answer text (``CourseModel``, ``course_llm``'s remote model, a ChatModel's text, or a fake one). Without
-    ``context_words``, the active profile's.
+    Gated (the course's grounded system), the prompt shows the record whose title is the product's among the other
+    results, or says that the catalogue has no record; ungated, it presents the first result as the product's record,
+    whatever it is (the lesson of notebook 06). Each document is shown up to ``context_words`` words
+    (profile.context_words, as in training); a longer one is cut with a visible "…", and "shortened sources" counts
+    them. ``llm`` is any Runnable from prompt text to answer text (``CourseModel``, ``course_llm``'s remote model, a
+    ChatModel's text, or a fake one). Without ``context_words``, the active profile's.
     """
-    return retrieval_step(retriever, context_words) | _AddAnswers(llm)
+    return retrieval_step(retriever, context_words, gated) | _AddAnswers(llm)
 
 
 # The model behind the chain, by configuration: in this process (the default), or any OpenAI-compatible server.
@@ -539,36 +593,62 @@ def rag_answers_table(results_by_model: dict[str, list[dict]]) -> pd.DataFrame:
     return table
 
 
-def facts_used(results: list[dict], facts: dict | None = None) -> pd.DataFrame:
-    """Which product's facts each RAG answer took: where its own document ranked among the sources, how many of its
-    own catalogue facts the answer states, and the source whose catalogue facts it states most.
+def records_in_prompts(results_by_chain: dict[str, list[dict]]) -> pd.DataFrame:
+    """One row per product: the record each chain's prompt presented as the product's ("none" when it said the
+    catalogue has none). Retrieval and the gate alone decide it, no model."""
+    first = next(iter(results_by_chain.values()))
+    return pd.DataFrame({chain: [result["record"].metadata["title"] if result["record"] is not None else "none"
+                                 for result in results] for chain, results in results_by_chain.items()},
+                        index=pd.Index([result["product"] for result in first], name="product"))
 
-    Catalogue facts are the ones only a description holds (helpers.synthetic): an answer can only state them by
-    reading them from a source, so they show which source it read.
-    """
+
+def answers_with_facts(results_by_chain: dict[str, list[dict]], uids: Sequence[str] | None = None,
+                       facts: dict | None = None) -> pd.DataFrame:
+    """rag_answers_table, each answer followed by what it got right, contradicted, invented or took from another
+    source (facts_used; ``uids`` are the products' own, needed where the index does not hold them)."""
+    table = rag_answers_table(results_by_chain)
+    for chain, results in results_by_chain.items():
+        described = facts_used(results, facts, uids)["facts"].tolist()
+        table[f"answer ({chain})"] = [f"{answer}\n— {facts_line}"
+                                     for answer, facts_line in zip(table[f"answer ({chain})"], described)]
+    return table
+
+
+def _own_uid(result: dict) -> str | None:
+    """The uid of the product a RAG result answers for: the gate's record, else a source with its title."""
+    record = result.get("record") or catalogue_record(result["product"], result["sources"])
+    return record.metadata["uid"] if record is not None and title_key(record.metadata["title"]) == title_key(
+        result["product"]) else result.get("uid")
+
+
+def facts_used(results: list[dict], facts: dict | None = None, uids: Sequence[str] | None = None) -> pd.DataFrame:
+    """Which product's facts each RAG answer took: where its own record ranked among the sources, which record the
+    prompt presented as the product's, how many of its own catalogue facts the answer states, and the facts it got
+    right, contradicted, invented or took from another source (helpers.facts). ``uids``, the products' own, are
+    needed only for products the index does not hold (held-out ones)."""
     facts = load_facts() if facts is None else facts
     rows = []
-    for result in results:
-        uids = [document.metadata["uid"] for document in result["sources"]]
-        own_uid = _own_uid(result)
-        own_stated, own_total = own_facts_stated(result, facts)
-        stated = {document.metadata["title"]: sum(states(result["answer"], fact)
-                                                   for fact in facts.get(document.metadata["uid"], {}).get("catalogue_facts", ()))
-                  for document in result["sources"]}
-        best = max(stated.values(), default=0)
+    for result, given_uid in zip(results, uids or [None] * len(results)):
+        own_uid = given_uid or _own_uid(result)
+        uids_found = [document.metadata["uid"] for document in result["sources"]]
+        record = facts.get(own_uid, ())
+        others = [facts.get(uid, ()) for uid in uids_found if uid != own_uid]
+        score = score_facts(result["answer"], record, result["product"], neighbours=others)
+        shown = result.get("record")
         rows.append({
             "product": result["product"],
-            "own document ranked": uids.index(own_uid) + 1 if own_uid in uids else "not retrieved",
-            "own catalogue facts stated": f"{own_stated} of {own_total}",
-            "facts taken from": " = ".join(title for title, count in stated.items() if count == best) if best else "no source",
+            "own record ranked": uids_found.index(own_uid) + 1 if own_uid in uids_found else "not retrieved",
+            "record in the prompt": shown.metadata["title"] if shown is not None else "none",
+            "own catalogue facts stated": f"{score.catalogue_facts_stated} of {score.catalogue_facts}",
+            "facts": describe(score),
         })
     return pd.DataFrame(rows).set_index("product")
 
 
 def own_facts_stated(result: dict, facts: dict) -> tuple[int, int]:
     """(how many of its own record's catalogue facts a RAG answer states, how many that record holds)."""
-    own_facts = facts.get(_own_uid(result), {}).get("catalogue_facts", ())
-    return sum(states(result["answer"], fact) for fact in own_facts), len(own_facts)
+    score = score_facts(result["answer"], facts.get(_own_uid(result), ()))
+    return score.catalogue_facts_stated, score.catalogue_facts
 
 
 def facts_used_claim(results: list[dict], facts: dict | None = None, margin: float = FACTS_USED_MARGIN) -> str:
@@ -585,12 +665,6 @@ def facts_used_claim(results: list[dict], facts: dict | None = None, margin: flo
     half = clears(0.5 - share, margin, yes="fewer than half", no="more than half")
     return (f"own record ranked first: {ranked_first} of {len(results)} products; "
             f"own catalogue facts the answers state: {half} of their {total}")
-
-
-def _own_uid(result: dict) -> str | None:
-    """The uid of the product a RAG result answers for, when one of its sources has the same title."""
-    return next((document.metadata["uid"] for document in result["sources"]
-                 if document.metadata["title"] == result["product"]), result.get("uid"))
 
 
 def styled_text_table(table: pd.DataFrame, uuid: str):

@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from helpers.config import Profile, active_profile, embedding_model_name, paths
@@ -27,6 +28,11 @@ from helpers.measurement import (  # noqa: E402,F401  (re-exported: callers use 
     PeakMemorySampler,
     StepProgress,
     TokenCounter,
+    EXAMPLE_KINDS,
+    NO_RECORD,
+    TITLE_ONLY,
+    WITH_RECORD,
+    StepKinds,
     TrainingExamples,
     TrainingStats,
     batch_tokens,
@@ -98,17 +104,40 @@ def same_setting(key: str, actual, expected) -> bool:
 # --- Statistics ------------------------------------------------------------------------------------------------
 
 
+def quarter_means(losses: Sequence[float]) -> list[float]:
+    """The mean loss of each quarter of the steps (the last quarter takes what does not divide evenly)."""
+    quarter = max(1, len(losses) // 4)
+    bounds = [0, quarter, 2 * quarter, 3 * quarter, len(losses)]
+    return [sum(losses[start:end]) / (end - start) for start, end in zip(bounds, bounds[1:]) if end > start]
+
+
 def plot_loss_curve(stats: TrainingStats, profile: Profile) -> Figure:
-    """Training loss per step, saved to outputs/figures/loss_curve_<profile>.png and returned for inline display."""
-    figure = shown_figure()(figsize=(7, 3.5))
+    """Training loss per step, one marker per kind of batch, and the mean of each quarter of the run; saved to
+    outputs/figures/loss_curve_<profile>.png (its numbers to outputs/tables/training_losses_<profile>.json) and
+    returned for inline display."""
+    figure = shown_figure()(figsize=(8, 4))
     axes = figure.subplots()
-    steps = range(1, len(stats.losses) + 1)
-    axes.plot(steps, stats.losses, marker="o", markersize=3)
-    axes.set(xlabel="step", ylabel="training loss",
-             title=f"LoRA fine-tuning of {profile.short_name} ({profile.name} profile)")
+    steps = list(range(1, len(stats.losses) + 1))
+    kinds = stats.step_kinds or ("all examples",) * len(steps)
+    for kind in dict.fromkeys(kinds):
+        chosen = [index for index, step_kind in enumerate(kinds) if step_kind == kind]
+        axes.scatter([steps[index] for index in chosen], [stats.losses[index] for index in chosen], s=14, label=kind)
+    quarter = max(1, len(steps) // 4)
+    for number, mean in enumerate(quarter_means(stats.losses)):
+        end = len(steps) if number == 3 else (number + 1) * quarter
+        axes.hlines(mean, number * quarter + 1, end, colors="black", linewidth=2,
+                    label="mean of a quarter of the steps" if number == 0 else None)
+    axes.set_xlabel("optimizer step")
+    axes.set_ylabel("training loss (answer tokens)")
+    axes.set_title(f"LoRA fine-tuning of {profile.short_name} ({profile.name} profile)")
+    axes.legend(fontsize=8, title="the step's batch held", title_fontsize=8)
     axes.grid(alpha=0.3)
     paths().figures.mkdir(parents=True, exist_ok=True)
     figure.savefig(paths().figures / f"loss_curve_{profile.name}.png", dpi=120, bbox_inches="tight")
+    # The curve's numbers beside it: per-step losses are what two runs on two CPUs are compared by.
+    paths().tables.mkdir(parents=True, exist_ok=True)
+    (paths().tables / f"training_losses_{profile.name}.json").write_text(
+        json.dumps({"losses": list(stats.losses), "step_kinds": list(stats.step_kinds)}) + "\n")
     return figure
 
 
@@ -118,9 +147,8 @@ def loss_trend(stats: TrainingStats) -> str:
     One step's loss depends on which examples its batch holds (with retrieved context the answer stands in the
     prompt and is cheap to predict), so single steps are compared in quarters, not one against another.
     """
-    quarter = max(1, len(stats.losses) // 4)
-    first, last = sum(stats.losses[:quarter]) / quarter, sum(stats.losses[-quarter:]) / quarter
-    return "falling" if last < first else "NOT falling"
+    quarters = quarter_means(stats.losses)
+    return "falling" if quarters[-1] < quarters[0] else "NOT falling"
 
 
 # --- Saving and the adapter contract ---------------------------------------------------------------------------
@@ -160,7 +188,7 @@ def records_sha256(records) -> str:
 def adapter_fingerprint(profile: Profile) -> dict:
     """Everything that decides what the adapter learns: base model, quantization, LoRA, SFTConfig, prompt, data."""
     from helpers.data import load_processed
-    from helpers.prompts import ALPACA_TEMPLATE
+    from helpers import prompts
 
     train, _ = load_processed(profile)
     settings = {key: value for key, value in sft_settings(profile).items() if key != "output_dir"}
@@ -171,13 +199,15 @@ def adapter_fingerprint(profile: Profile) -> dict:
         "lora": {"r": profile.lora_r, "alpha": profile.lora_alpha, "dropout": profile.lora_dropout,
                  "targets": list(profile.lora_targets)},
         "sft_config": settings,
-        "prompt_template_sha256": hashlib.sha256(ALPACA_TEMPLATE.encode()).hexdigest(),
+        "prompt_template_sha256": hashlib.sha256("\n".join(
+            (prompts.ALPACA_TEMPLATE, prompts.RECORD_HEADING, prompts.OTHERS_HEADING, prompts.NO_RECORD,
+             prompts.NO_RECORD_ANSWER)).encode()).hexdigest(),
         "training_records_sha256": records_sha256(select_training_records(train, profile)),
-        # The retrieved context of the RAG share of the prompts: who the neighbours are and how they are shown.
-        "rag_context": {"share": profile.rag_training_share, "k": profile.retriever_k,
-                        "context_words": profile.context_words,
-                        "embedding_model": embedding_model_name(profile.embedding_model),
-                        "pool_sha256": records_sha256(train)},
+        # The kinds of example, and for those with a record, who the other products are and how they are shown.
+        "example_kinds": {"record_share": profile.record_share, "no_record_share": profile.no_record_share,
+                          "k": profile.retriever_k, "context_words": profile.context_words,
+                          "embedding_model": embedding_model_name(profile.embedding_model),
+                          "pool_sha256": records_sha256(train)},
     }
 
 
