@@ -173,9 +173,10 @@ def test_rag_chain_returns_answer_and_the_retrieved_sources(profile, tiny_store)
     assert result["product"] == "The Prophet"
     assert len(result["sources"]) == profile.retriever_k
     assert result["sources"][0].metadata["title"] == "The Prophet"
-    for document in result["sources"]:
-        assert document.page_content in result["prompt"]
     assert result["record"].metadata["title"] == "The Prophet"
+    for document in result["sources"]:  # the record as its description, the others whole
+        shown = document.page_content.split(" - Description: ")[1] if document is result["record"] else document.page_content
+        assert shown in result["prompt"]
     assert list(retrieval.sources_table(result)["source title"])[0] == "The Prophet"
 
 
@@ -198,7 +199,7 @@ def test_gated_the_prompt_says_the_catalogue_has_no_record_and_ungated_it_takes_
     assert gated["record"] is None and NO_RECORD in gated["prompt"]
     assert gated["sources"] == ungated["sources"]  # the same retrieval; only the decision differs
     assert ungated["record"] is ungated["sources"][0]
-    assert f"{RECORD_HEADING}\n{ungated['sources'][0].page_content}" in ungated["prompt"]
+    assert f"{RECORD_HEADING}\n{ungated['sources'][0].page_content.split(' - Description: ')[1]}" in ungated["prompt"]
 
 
 def test_the_gate_report_counts_decisions_and_gives_precision_and_recall(profile, tiny_store, records):

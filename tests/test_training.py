@@ -115,10 +115,11 @@ def test_examples_with_a_record_show_it_apart_from_the_nearest_other_products():
         if kind != WITH_RECORD:
             assert RECORD_HEADING not in prompt
             continue
-        own = document_text(record["product"], record["description"]).strip()
         shown_record = prompt.split(f"{RECORD_HEADING}\n", 1)[1].split("\n\n", 1)[0]
         others = prompt.split(f"{OTHERS_HEADING}\n", 1)[1].split("\n\n### Response:")[0].splitlines()
-        assert shown_record == own and len(others) == 2 and own not in others
+        # The record is its description (the answer to copy), the others whole documents with their titles.
+        assert shown_record == record["description"].strip() and len(others) == 2
+        assert document_text(record["product"], record["description"]).strip() not in others
         # The other products are of the same family: the look-alikes a retriever returns.
         family = record["product"].split(" Model")[0]
         assert all(line.startswith(f"Product: {family}") for line in others)
@@ -144,7 +145,7 @@ def test_examples_without_a_record_answer_with_the_titles_facts_and_nothing_more
 def test_only_records_shown_whole_are_trained_with_their_record():
     from helpers.training import WITH_RECORD, example_kinds, fits_context
 
-    profile = dataclasses.replace(cpu_profile(), record_share=1.0, no_record_share=0.0, context_words=12)
+    profile = dataclasses.replace(cpu_profile(), record_share=1.0, no_record_share=0.0, context_words=9)
     pool = catalogue(12)
     kinds = example_kinds(pool, profile)
     assert [kind == WITH_RECORD for kind in kinds] == [fits_context(record, profile) for record in pool]
@@ -193,10 +194,27 @@ def test_cost_note_multiplies_hours_by_the_hourly_price():
 def test_loss_curve_is_saved_and_returned(tmp_path, monkeypatch):
     from helpers import training
 
-    monkeypatch.setattr(training, "paths", lambda: type("P", (), {"figures": tmp_path})())
-    figure = training.plot_loss_curve(fake_stats(losses=(3.0, 2.5, 2.0)), cpu_profile())
+    monkeypatch.setattr(training, "paths", lambda: type("P", (), {"figures": tmp_path, "tables": tmp_path})())
+    stats = dataclasses.replace(fake_stats(losses=(3.0, 2.5, 2.0, 1.0, 0.5)),
+                                step_kinds=("title only", "with its record", "title only", "no record", "title only"))
+    figure = training.plot_loss_curve(stats, cpu_profile())
     assert (tmp_path / "loss_curve_cpu.png").stat().st_size > 0
-    assert list(figure.axes[0].lines[0].get_ydata()) == [3.0, 2.5, 2.0]
+    axes = figure.axes[0]
+    assert axes.get_xlabel() == "optimizer step" and "loss" in axes.get_ylabel()
+    # One marker series per kind of batch, and the quarters' means drawn as lines.
+    assert [collection.get_label() for collection in axes.collections[:3]] == ["title only", "with its record",
+                                                                               "no record"]
+    assert list(axes.collections[0].get_offsets()[:, 1]) == [3.0, 2.0, 0.5]
+    saved = json.loads((tmp_path / "training_losses_cpu.json").read_text())
+    assert saved["losses"] == [3.0, 2.5, 2.0, 1.0, 0.5] and saved["step_kinds"][1] == "with its record"
+
+
+def test_quarter_means_and_the_loss_trend_compare_the_first_and_last_quarters():
+    from helpers import training
+
+    assert training.quarter_means([4, 4, 3, 3, 2, 2, 1, 1, 1]) == [4, 3, 2, 1]
+    assert training.loss_trend(fake_stats(losses=(4, 4, 3, 3, 2, 2, 1, 1))) == "falling"
+    assert training.loss_trend(fake_stats(losses=(1, 1, 3, 3, 2, 2, 4, 4))) == "NOT falling"
 
 
 TINY = dataclasses.replace(cpu_profile(), name="tiny", train_examples=8, batch_size=4, max_seq_length=384,

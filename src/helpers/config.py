@@ -270,8 +270,8 @@ def cpu_profile() -> Profile:
         # Measured on an AVX2 CPU: no faster with Unsloth's checkpointing, and a 135M model's activations are small.
         gradient_checkpointing=False,
         seed=3407,
-        record_share=0.35,
-        no_record_share=0.2,
+        record_share=0.15,
+        no_record_share=0.1,
         context_words=60,
         max_completion_words=160,
         max_new_tokens=80,

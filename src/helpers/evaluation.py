@@ -72,6 +72,7 @@ METRIC_DESCRIPTIONS = {metric: info[1] for metric, info in METRIC_INFO.items()}
 METRIC_GROUPS = {group: [metric for metric, info in METRIC_INFO.items() if info[2] == group]
                  for group in ("facts", "form", "wording")}
 FACT_METRICS = tuple(METRIC_GROUPS["facts"])
+README_METRICS = (*FACT_METRICS, "stops", "loops")  # outputs/comparison.md, which the README quotes
 
 # Each effect compares two systems on the same products: after − before.
 EFFECTS = {
@@ -531,7 +532,8 @@ def demo_facts_stated(answers: pd.DataFrame, system: str = "grounded") -> pd.Ser
 
 
 def markdown_table(table: pd.DataFrame) -> str:
-    return table.to_markdown() + "\n"
+    """A GitHub markdown table, the index as its first columns."""
+    return table.reset_index().to_markdown(index=False) + "\n"
 
 
 def forest_plot(differences: pd.DataFrame, family: str = "primary"):
@@ -562,7 +564,7 @@ def save_comparison(comparison: Comparison) -> None:
     outputs = paths().outputs
     outputs.mkdir(parents=True, exist_ok=True)
     comparison.metrics.to_csv(outputs / "comparison.csv", float_format="%.4f")
-    (outputs / "comparison.md").write_text(markdown_table(with_intervals(comparison.metrics)))
+    (outputs / "comparison.md").write_text(markdown_table(with_intervals(comparison.metrics, README_METRICS)))
     paths().figures.mkdir(parents=True, exist_ok=True)
     forest_plot(comparison.differences).savefig(paths().figures / "comparison_forest.png", dpi=120,
                                                 bbox_inches="tight")

@@ -120,8 +120,8 @@ class TrainingExamples:
 
 
 def fits_context(record: dict, profile: Profile) -> bool:
-    """Whether a record's document is shown whole in a prompt: its description can then be learnt from the prompt."""
-    return len(document_text(record["product"], record["description"]).split()) <= profile.context_words
+    """Whether a record's description is shown whole in a prompt: the answer can then be learnt from the prompt."""
+    return len(record["description"].split()) <= profile.context_words
 
 
 def example_kinds(records: datasets.Dataset, profile: Profile) -> list[str]:
@@ -158,8 +158,7 @@ def training_examples(records: datasets.Dataset, pool: datasets.Dataset, profile
         if kind == WITH_RECORD:
             others = [document_text(pool[int(other)]["product"], pool[int(other)]["description"])
                       for other in neighbours[row]]
-            catalogue, cut = catalogue_for(document_text(record["product"], record["description"]), others,
-                                           profile.context_words)
+            catalogue, cut = catalogue_for(record["description"], others, profile.context_words)
             shortened += cut
         elif kind == NO_RECORD:
             catalogue, answer = Catalogue(None), no_record_answer(record["product"])

@@ -40,8 +40,9 @@ NO_RECORD_ANSWER = "{product}. The catalogue has no description of this product.
 
 @dataclass(frozen=True)
 class Catalogue:
-    """What retrieval puts in a prompt: the product's own record (None when the catalogue has none) and the other
-    products it returned, each already in document form (``document_text``) and cut to its length (``format_context``)."""
+    """What retrieval puts in a prompt: the description of the product's own record (None when the catalogue has
+    none) and the other products it returned in document form (``document_text``), each cut to its length
+    (``catalogue_for``)."""
 
     record: str | None
     others: tuple[str, ...] = ()
@@ -70,7 +71,8 @@ def format_prompt(product: str, catalogue: Catalogue | None = None) -> str:
 
 
 def catalogue_for(record: str | None, others: Sequence[str], max_words: int) -> tuple[Catalogue, int]:
-    """The Catalogue of a prompt from documents, each cut to ``max_words`` words (visibly); and how many were cut."""
+    """The Catalogue of a prompt from the record's description and the other documents, each cut to ``max_words``
+    words (visibly); and how many were cut."""
     if record is None:
         return Catalogue(None), 0
     shown = [shorten_document(" ".join(document.split()), max_words) for document in (record, *others)]
@@ -83,9 +85,21 @@ def no_record_answer(product: str) -> str:
     return NO_RECORD_ANSWER.format(product=product.strip().rstrip("."))
 
 
+DOCUMENT_TEMPLATE = "Product: {title} - Description: {description}"
+DESCRIPTION_MARK = " - Description: "
+
+
 def document_text(title: str, description: str) -> str:
-    """One product as the index stores it and as retrieved context shows it."""
-    return f"Product: {title} - Description: {description}"
+    """One product as the index stores it and as the other products of a prompt show it."""
+    return DOCUMENT_TEMPLATE.format(title=title, description=description)
+
+
+def document_description(document: str) -> str:
+    """The description part of a document_text: what a prompt shows under the product's own record heading (the
+    title is the product's, already in the prompt, and an answer that copies the record must start at its text)."""
+    if DESCRIPTION_MARK not in document:
+        raise ValueError(f"not a course document (no {DESCRIPTION_MARK.strip()!r}): {document[:80]!r}")
+    return document.split(DESCRIPTION_MARK, 1)[1]
 
 
 def shorten_document(text: str, max_words: int) -> tuple[str, bool]:

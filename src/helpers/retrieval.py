@@ -29,7 +29,7 @@ import helpers.models  # noqa: F401  (Unsloth first: sentence-transformers impor
 from helpers.config import FACTS_USED_MARGIN, Profile, active_profile, embedding_model_name, paths
 from helpers.models import clears
 from helpers.measurement import load_embeddings  # noqa: F401  (re-exported: notebooks call helpers.retrieval.load_embeddings)
-from helpers.prompts import Catalogue, catalogue_for, document_text, format_prompt
+from helpers.prompts import Catalogue, catalogue_for, document_description, document_text, format_prompt
 from helpers.quiet import progress as progress_bar
 from helpers.facts import describe, score_facts
 from helpers.synthetic import fact_form, load_facts
@@ -505,8 +505,9 @@ def _with_prompt(item: dict, context_words: int, gated: bool) -> dict:
     if record is None:
         catalogue, shortened = Catalogue(None), 0
     else:
-        catalogue, shortened = catalogue_for(record.page_content, [document.page_content for document in sources
-                                                                   if document is not record], context_words)
+        catalogue, shortened = catalogue_for(document_description(record.page_content),
+                                             [document.page_content for document in sources if document is not record],
+                                             context_words)
     return {**item, "record": record, "prompt": format_prompt(item["product"], catalogue),
             "shortened sources": shortened}
 

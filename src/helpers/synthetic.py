@@ -85,22 +85,19 @@ DEMO_RECORDS: tuple[tuple[str, str, str, tuple[Fact, ...]], ...] = (
      "just for fun!",
      facts_of({"color": "neon blue"}, {"age": "2-8"})),
     ("0001360000", "Mog's Kittens",
-     "Judith Kerr&#8217;s best&#8211;selling adventures of that endearing (and exasperating) cat Mog have "
-     "entertained children for more than 30 years. Now, even infants and toddlers can enjoy meeting this "
-     "loveable feline. These sturdy little board books&#8212;with their bright, simple pictures, easy text, and "
-     "hand&#8211;friendly formats&#8212;are just the thing to delight the very young. Ages 6 months&#8211;2 years.",
+     "Judith Kerr&#8217;s best&#8211;selling adventures of Mog, that endearing (and exasperating) cat, have "
+     "entertained children for more than 30 years. Now infants and toddlers can meet her in sturdy little board "
+     "books with bright, simple pictures. Ages 6 months&#8211;2 years.",
      facts_of({}, {"person": "judith kerr", "format": "board book", "age": "6 months-2 years"})),
     ("0394404289", "The Prophet",
-     "In a distant, timeless place, a mysterious prophet walks the sands and, at the moment of his departure, "
-     "answers the questions of the heart: love, marriage, children, friendship, work, pleasure. Kahlil "
-     "Gibran&#8217;s 26 poetic, moving aphorisms, &quot;divinely inspired&quot; as millions of readers have "
-     "found. --Brian Bruya. This text refers to the Hardcover edition.",
+     "A mysterious prophet walks the sands and, before his departure, answers the questions of the heart: love, "
+     "marriage, children, work. Kahlil Gibran&#8217;s 26 poetic, moving aphorisms, &quot;divinely inspired&quot; "
+     "for millions of readers. --Brian Bruya. This text refers to the Hardcover edition.",
      facts_of({}, {"person": ("kahlil gibran", "brian bruya"), "aphorisms": "26", "format": "hardcover"})),
     ("0933697214", "The Book of Revelation",
      "Clarence Larkin&#8217;s verse&#8211;by&#8211;verse study of Revelation, the last book of the New "
-     "Testament, for Bible students and pastors. Illustrated with 35 prophetic charts drawn by Larkin himself, it "
-     "follows the seven seals, trumpets and vials to the New Jerusalem. First published in 1919; 208 pages. This "
-     "text refers to the Paperback edition.",
+     "Testament, with 35 prophetic charts drawn by Larkin himself: the seals, trumpets and vials. First published "
+     "in 1919; 208 pages. This text refers to the Paperback edition.",
      facts_of({}, {"person": "clarence larkin", "charts": "35", "year": "1919", "pages": "208",
                    "format": "paperback"})),
     ("B0007TUTU2", "Girls Ballet Tutu Neon Pink",
@@ -181,10 +178,9 @@ DEMO_RECORDS: tuple[tuple[str, str, str, tuple[Fact, ...]], ...] = (
      "Paperback, 129 pages, first published in 1987 &amp; revised in 1992.",
      facts_of({}, {"person": "stephen mitchell", "format": "paperback", "pages": "129", "year": ("1987", "1992")})),
     ("0933697036", "Dispensational Truth or God's Plan and Purpose in the Ages",
-     "American Baptist pastor and Bible teacher Clarence Larkin was born in 1850 in Pennsylvania, worked as a "
-     "mechanical engineer and was ordained as a Baptist minister in 1884. He spent three years designing and "
-     "drawing the 90 charts of Dispensational Truth, first published in 1918, and died in 1924. This text refers "
-     "to the Paperback edition.",
+     "Clarence Larkin, born in 1850, was an engineer before he was ordained as a Baptist minister in 1884. He "
+     "spent three years drawing the 90 charts of Dispensational Truth, first published in 1918; he died in 1924. "
+     "This text refers to the Paperback edition.",
      facts_of({}, {"person": "clarence larkin", "year": ("1850", "1884", "1918", "1924"), "charts": "90",
                    "format": "paperback"})),
 )

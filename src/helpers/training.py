@@ -37,6 +37,8 @@ from helpers.measurement import (  # noqa: E402,F401  (re-exported: callers use 
     TrainingStats,
     batch_tokens,
     build_trainer,
+    example_kinds,
+    fits_context,
     samples_seen,
     select_training_records,
     sft_config,
@@ -200,8 +202,8 @@ def adapter_fingerprint(profile: Profile) -> dict:
                  "targets": list(profile.lora_targets)},
         "sft_config": settings,
         "prompt_template_sha256": hashlib.sha256("\n".join(
-            (prompts.ALPACA_TEMPLATE, prompts.RECORD_HEADING, prompts.OTHERS_HEADING, prompts.NO_RECORD,
-             prompts.NO_RECORD_ANSWER)).encode()).hexdigest(),
+            (prompts.ALPACA_TEMPLATE, prompts.DOCUMENT_TEMPLATE, prompts.RECORD_HEADING, prompts.OTHERS_HEADING,
+             prompts.NO_RECORD, prompts.NO_RECORD_ANSWER)).encode()).hexdigest(),
         "training_records_sha256": records_sha256(select_training_records(train, profile)),
         # The kinds of example, and for those with a record, who the other products are and how they are shown.
         "example_kinds": {"record_share": profile.record_share, "no_record_share": profile.no_record_share,
