@@ -35,25 +35,43 @@ CPU_NUMERICS = {
 }
 
 
-# How far a fine-tuned system's numbers move between two runs of the same code on two x86 CPUs: a 2-core AMD EPYC
-# with AVX2 only and a 2-core Intel Xeon with AVX-512 and AMX trained adapters that part at step 10 (2.947 against
-# 2.943) and then answer differently. Across the 64 paired differences of notebook 06 an interval's end moved by at
-# most 0.095 (title facts, in-index); a share of a fine-tuned system's answers (stops, loops) or its mean ROUGE-L by
-# at most 0.05. Each margin is at least the largest move measured for its kind of number:
-# - a verdict about a trained system is checked only when both ends of its interval, as printed (two decimals), lie
-#   more than CROSS_RUN_MARGIN from zero;
-# - a target when the number lies at least CROSS_RUN_MARGIN on one side of its line ("at least", so that 100% of
-#   answers stopping counts: another run moves a share by about half the margin);
-# otherwise the claim is shown as NOT_STABLE. The base model's answers were identical on both CPUs, so claims between
-# untrained systems need no margin. A margin does not make a label immune: a number close to the margin's edge can
-# still change label on another run. tests/test_cross_cpu.py recomputes every checked claim from both runs.
+# How far a fine-tuned system's numbers move when the same course is trained again. Two CPUs train different
+# adapters from the same code (an AVX2 AMD EPYC and an AVX-512 Intel Xeon parted at training step 10), so a trained
+# system's answers, and every number computed from them, move between machines. The margins below cover the moves
+# measured between three trainings of this course on one machine that differ in their training seed (LoRA's initial
+# weights and the order of the examples: a bigger change than another CPU's last bits of arithmetic):
+# tests/fixtures/cross_run/, made by benchmarks/cross_run.py, where tests/test_cross_run.py recomputes every checked
+# claim from each run and asserts that they agree and that each margin covers its move. A claim whose number lies
+# within its margin of its line is shown as NOT_STABLE and not claimed. The base model's answers (and the baselines,
+# which need no model) reproduce, so claims between them need no margin. A margin does not make a label immune: a
+# number close to a margin's edge can still change label on another run.
+#
+# A paired comparison in which a trained system takes part is checked only when both ends of its 95% interval, as
+# printed (two decimals), lie more than CROSS_RUN_MARGIN from zero. Among notebook 06's primary comparisons an end
+# moved by at most 0.064 between the three trainings; rounded up to 0.10. (Exploratory comparisons are not checked:
+# those of the title-only fine-tune moved by up to 0.48, see TARGET_MARGINS.)
 CROSS_RUN_MARGIN = 0.10
-# A target's number (a share of answers or a mean over products) must lie at least this far on the right side of its
-# line to be called met (or on the wrong side to be called missed).
-TARGET_MARGIN = 0.05
-# The four demo products hold 13 catalogue facts; the fine-tuned RAG answers stated 1 of them on one CPU and 3 on
-# the other (a share that moved by 0.15, rounded up to 0.20): a claim about that share keeps at least this far from
-# its line.
+# A target's number must lie at least its margin on the right side of its line to be "met", on the wrong side to be
+# "missed". Each margin is the largest move of that number between the three trainings, rounded up to a multiple of
+# 0.05 (at least 0.05), and one multiple more where the three runs would still lie on both sides of the margin's edge
+# (fact precision: 0.972, 1.000 and 0.997 against 0.95). The title-only fine-tune's shares moved most: 72% to 100% of
+# its held-out answers stopped, 0% to 27% looped.
+TARGET_MARGINS = {
+    ("held-out", "grounded", "invents"): 0.05,  # 0.00 in every run
+    ("held-out", "grounded", "contradicts"): 0.05,  # 0.00 in every run
+    ("held-out", "grounded", "title facts"): 0.05,  # moved by 0.010
+    ("held-out", "grounded", "stops"): 0.05,  # 0.017
+    ("held-out", "grounded", "loops"): 0.05,  # 0.017
+    ("in-index", "grounded", "catalogue facts"): 0.05,  # 0.042
+    ("in-index", "grounded", "fact precision"): 0.10,  # 0.028, and the runs straddled 0.05
+    ("in-index", "grounded", "catalogue facts vs the copy baseline"): 0.05,  # 0.042
+    ("held-out", "fine-tuned", "stops"): 0.30,  # 0.283
+    ("held-out", "fine-tuned", "loops"): 0.30,  # 0.267
+    ("held-out", "fine-tuned", "invents"): 0.05,  # 0.033
+}
+# The four demo products hold 13 catalogue facts; the grounded answers stated 11, 13 and 12 of them in the three
+# trainings (a share that moved by 0.15, rounded up to 0.20): a claim about that share keeps at least this far from
+# one half.
 FACTS_USED_MARGIN = 0.20
 NOT_STABLE = "not stable across runs"
 

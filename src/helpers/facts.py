@@ -128,13 +128,8 @@ def extractors() -> tuple[Extractor, ...]:
     )
 
 
+# A name outside the vocabulary still counts when the answer writes it "by First Last" (an invented author).
 _GENERIC_PERSON = re.compile(r"\bby ((?:[A-Z][\w'’-]+ ){1,2}[A-Z][\w'’-]+)")
-
-
-
-
-
-
 
 
 @dataclass(frozen=True)
@@ -143,9 +138,6 @@ class Reading:
 
     facts: frozenset[tuple[str, str]]
     untyped_numbers: frozenset[str]
-
-    def values(self, attribute: str) -> set[str]:
-        return {value for name, value in self.facts if name == attribute}
 
 
 def read_text(text: str) -> Reading:

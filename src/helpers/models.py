@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # display_path is re-exported: notebooks call helpers.models.display_path.
-from helpers.config import NOT_STABLE, Profile, display_path, paths  # noqa: F401
+from helpers.config import NOT_STABLE, TARGET_MARGINS, Profile, display_path, paths  # noqa: F401
 from helpers.facts import FactScore, describe, score_facts
 from helpers.prompts import cut_at_special_token, format_prompt
 from helpers.synthetic import load_facts
@@ -402,20 +402,25 @@ def failure_mode_counts(records: list[dict], answers: list) -> pd.DataFrame:
 
 # What the notebooks' text says of the held-out answers, as thresholds that hold on every machine: nbval checks
 # whether each holds, not the exact counts (generated text may differ between CPUs whose arithmetic differs).
-FOUNDATION_EXPECTED = {NO_STOP: ("at least", 0.5), "loops": ("at least", 0.2)}
-FINE_TUNED_EXPECTED = {NO_STOP: ("at most", 0.10), "loops": ("at most", 0.10), INVENTS: ("at least", 0.5)}
+# Each failure mode → (bound, threshold, margin). The base model's answers reproduce on every CPU measured: no margin.
+# The fine-tune's shares move between trainings: the margins of helpers.config.TARGET_MARGINS (running to
+# max_new_tokens is the complement of stopping).
+FOUNDATION_EXPECTED = {NO_STOP: ("at least", 0.5, 0.0), "loops": ("at least", 0.2, 0.0)}
+FINE_TUNED_EXPECTED = {
+    NO_STOP: ("at most", 0.10, TARGET_MARGINS[("held-out", "fine-tuned", "stops")]),
+    "loops": ("at most", 0.10, TARGET_MARGINS[("held-out", "fine-tuned", "loops")]),
+    INVENTS: ("at least", 0.5, TARGET_MARGINS[("held-out", "fine-tuned", "invents")]),
+}
 
 
-def expectations_table(counts: pd.DataFrame, total: int, expected: dict[str, tuple[str, float]],
-                       margin: float = 0.0) -> pd.DataFrame:
+def expectations_table(counts: pd.DataFrame, total: int, expected: dict[str, tuple[str, float, float]]) -> pd.DataFrame:
     """Whether each failure mode's share of ``total`` answers is at least / at most its threshold: "yes" or "no"
-    when the share lies at least ``margin`` on one side of it, else NOT_STABLE (a trained model's shares move between
-    runs: helpers.config.CROSS_RUN_MARGIN)."""
+    when the share lies at least the mode's margin on one side of it, else NOT_STABLE."""
     rows = []
-    for mode, (bound, threshold) in expected.items():
+    for mode, (bound, threshold, margin) in expected.items():
         share = counts["answers"].get(mode, 0) / total
         room = share - threshold if bound == "at least" else threshold - share
-        rows.append({"failure mode": mode, "required share": f"{bound} {threshold:.0%}",
+        rows.append({"failure mode": mode, "required share": f"{bound} {threshold:.0%}", "margin": margin,
                      "holds": clears(room, margin, yes="yes", no="no")})
     return pd.DataFrame(rows).set_index("failure mode")
 
