@@ -211,3 +211,31 @@ def test_the_answers_are_scored_on_facts_form_and_wording(embedding_model):
     assert grounded["catalogue facts"] == pytest.approx(1 / 5) and np.isnan(grounded["title facts"])
     assert grounded["stops"] == 1.0 and np.isnan(title["stops"]) and np.isnan(title["loops"])  # baselines generate nothing
     assert title["invents"] == 0.0 and np.isnan(title["fact precision"])
+
+
+def test_a_difference_over_too_few_products_says_so_in_the_table():
+    differences = pd.DataFrame([
+        {"set": "held-out", "effect": "fine-tuning", "metric": "fact precision", "difference": -0.5, "low": -0.6,
+         "high": -0.4, "family": "exploratory", "n": evaluation.MIN_PRODUCTS - 1},
+        {"set": "held-out", "effect": "fine-tuning", "metric": "title facts", "difference": 0.5, "low": 0.4,
+         "high": 0.6, "family": "primary", "n": evaluation.MIN_PRODUCTS},
+    ])
+    table = evaluation.differences_with_intervals(differences, ["fact precision", "title facts"])
+    row = table.loc[("held-out", "fine-tuning")]
+    assert row["fact precision"] == f"-0.50 [-0.60, -0.40] (n={evaluation.MIN_PRODUCTS - 1}: too few products)"
+    assert row["title facts"] == "+0.50 [+0.40, +0.60]*"
+
+
+def test_every_system_is_set_against_both_baselines_where_it_loses_too():
+    rows = []
+    for index, uid in enumerate(f"{number:04d}" for number in range(evaluation.MIN_PRODUCTS)):
+        right = float(index % 2 == 0)  # half of the products: the system gets the fact the baseline always gets
+        for system, value in (("copy the top record", 1.0), ("title only", 0.0), ("foundation", 0.0),
+                              ("fine-tuned", right), ("RAG (ungated)", 1.0), ("grounded", 1.0)):
+            rows.append({"set": "held-out", "system": system, "uid": uid, "title facts": value})
+    table = evaluation.against_baselines(pd.DataFrame(rows), seed=0, metrics_shown=["title facts"], sets=["held-out"])
+    assert len(table) == len(evaluation.SYSTEMS) * len(evaluation.BASELINES)
+    assert table.loc[("held-out", "grounded", "title only"), "title facts"] == "+1.00 [+1.00, +1.00] better"
+    assert table.loc[("held-out", "foundation", "copy the top record"), "title facts"] == "-1.00 [-1.00, -1.00] worse"
+    assert table.loc[("held-out", "grounded", "copy the top record"), "title facts"].endswith("no clear difference")
+    assert table.loc[("held-out", "fine-tuned", "copy the top record"), "title facts"].startswith("-0.50 [")

@@ -465,3 +465,19 @@ def test_facts_used_says_which_facts_an_answer_got_right_and_which_it_took_from_
     assert table["facts"].iloc[0] == "right: aphorisms 26, format hardcover, person kahlil gibran"
     assert "contradicts: person clarence larkin" in table["facts"].iloc[1]
     assert "from a neighbour: pages 208, person clarence larkin, year 1919" in table["facts"].iloc[1]
+
+
+def test_a_number_the_products_own_description_holds_is_not_invented():
+    from langchain_core.documents import Document
+
+    description = "Judith Kerr's adventures of Mog have entertained children for more than 30 years."
+    own = Document(page_content=f"Product: Mog's Kittens - Description: {description}",
+                   metadata={"uid": "0001360000", "title": "Mog's Kittens"})
+    answer = {"product": "Mog's Kittens", "sources": [own], "record": own,
+              "answer": "Mog has entertained children for more than 30 years."}
+    assert "invents" not in retrieval.facts_used([answer])["facts"].iloc[0]
+    unheld = {**answer, "sources": [], "record": None}
+    assert "invents" not in retrieval.facts_used([unheld], records=[{"uid": "0001360000",
+                                                                    "description": description}])["facts"].iloc[0]
+    assert "invents: 30" in retrieval.facts_used([unheld], records=[{"uid": "0001360000",
+                                                                    "description": ""}])["facts"].iloc[0]

@@ -414,8 +414,7 @@ def paired_differences(scored: pd.DataFrame, seed: int, sets: Sequence[str] = SC
     for set_name in sets:
         in_set = scored[scored["set"] == set_name]
         for effect, (before, after) in EFFECTS.items():
-            pair = in_set[in_set["system"] == before].merge(in_set[in_set["system"] == after], on="uid",
-                                                             suffixes=(" before", " after"))
+            pair = _paired_answers(in_set, before, after)
             for metric, higher_is_better in METRICS.items():
                 interval = paired_interval(pair[f"{metric} before"], pair[f"{metric} after"], seed)
                 rows.append({"set": set_name, "effect": effect, "before": before, "after": after, "metric": metric,
@@ -426,6 +425,35 @@ def paired_differences(scored: pd.DataFrame, seed: int, sets: Sequence[str] = SC
                              "margin": cross_run_margin(before, after)})
     differences = pd.DataFrame(rows)
     return with_checked_verdicts(differences)
+
+
+def _paired_answers(in_set: pd.DataFrame, before: str, after: str) -> pd.DataFrame:
+    """The two systems' answers to the same products, side by side (columns "<metric> before", "<metric> after")."""
+    return in_set[in_set["system"] == before].merge(in_set[in_set["system"] == after], on="uid",
+                                                    suffixes=(" before", " after"))
+
+
+def against_baselines(scored: pd.DataFrame, seed: int, metrics_shown: Sequence[str] = FACT_METRICS,
+                      sets: Sequence[str] = SCORED_SETS, precision: int = 2) -> pd.DataFrame:
+    """Every system against each no-model baseline: system − baseline over the same products, its 95% paired
+    interval and the interval's verdict, as "+0.21 [+0.17, +0.25] better". Exploratory: no correction, no margin,
+    claimed nowhere; where a system does not beat a baseline is as plain here as where it does."""
+    rows = []
+    for set_name in sets:
+        in_set = scored[scored["set"] == set_name]
+        for system in SYSTEMS:
+            for baseline in BASELINES:
+                pair = _paired_answers(in_set, baseline, system)
+                row = {"set": set_name, "system": system, "against": baseline}
+                for metric in metrics_shown:
+                    interval = paired_interval(pair[f"{metric} before"], pair[f"{metric} after"], seed)
+                    said = (TOO_FEW if interval.n < MIN_PRODUCTS
+                            else verdict(interval.low, interval.high, METRICS[metric]))
+                    row[metric] = ("n/a" if np.isnan(interval.low) else
+                                   f"{interval.mean:+.{precision}f} [{interval.low:+.{precision}f}, "
+                                   f"{interval.high:+.{precision}f}] {said}")
+                rows.append(row)
+    return pd.DataFrame(rows).set_index(["set", "system", "against"])
 
 
 def with_checked_verdicts(differences: pd.DataFrame) -> pd.DataFrame:
@@ -460,10 +488,11 @@ def verdict_table(differences: pd.DataFrame, family: str = "primary") -> pd.Data
 def differences_with_intervals(differences: pd.DataFrame, metrics_shown: Sequence[str] = tuple(METRICS),
                                precision: int = 2) -> pd.DataFrame:
     """The paired differences as "+0.21 [+0.17, +0.25]" strings, one row per (set, effect), one column per metric;
-    the primary family's cells marked "*"."""
+    the primary family's cells marked "*", and a difference over fewer than MIN_PRODUCTS products says so."""
     cells = differences.assign(cell=[
         (f"{row.difference:+.{precision}f} [{row.low:+.{precision}f}, {row.high:+.{precision}f}]"
-         + ("*" if row.family == "primary" else "")) if not np.isnan(row.low) else "n/a"
+         + ("*" if row.family == "primary" else "")
+         + (f" (n={row.n}: {TOO_FEW})" if row.n < MIN_PRODUCTS else "")) if not np.isnan(row.low) else "n/a"
         for row in differences.itertuples()])
     return cells.pivot_table(index=["set", "effect"], columns="metric", values="cell", aggfunc="first",
                              sort=False).reindex(columns=list(metrics_shown))

@@ -603,13 +603,13 @@ def records_in_prompts(results_by_chain: dict[str, list[dict]]) -> pd.DataFrame:
                         index=pd.Index([result["product"] for result in first], name="product"))
 
 
-def answers_with_facts(results_by_chain: dict[str, list[dict]], uids: Sequence[str] | None = None,
+def answers_with_facts(results_by_chain: dict[str, list[dict]], records: Sequence[dict] | None = None,
                        facts: dict | None = None) -> pd.DataFrame:
     """rag_answers_table, each answer followed by what it got right, contradicted, invented or took from another
-    source (facts_used; ``uids`` are the products' own, needed where the index does not hold them)."""
+    source (facts_used; ``records`` are the products' own, needed where the index does not hold them)."""
     table = rag_answers_table(results_by_chain)
     for chain, results in results_by_chain.items():
-        described = facts_used(results, facts, uids)["facts"].tolist()
+        described = facts_used(results, facts, records)["facts"].tolist()
         table[f"answer ({chain})"] = [f"{answer}\n— {facts_line}"
                                      for answer, facts_line in zip(table[f"answer ({chain})"], described)]
     return table
@@ -617,24 +617,26 @@ def answers_with_facts(results_by_chain: dict[str, list[dict]], uids: Sequence[s
 
 def _own_uid(result: dict) -> str | None:
     """The uid of the product a RAG result answers for: the gate's record, else a source with its title."""
-    record = result.get("record") or catalogue_record(result["product"], result["sources"])
-    return record.metadata["uid"] if record is not None and title_key(record.metadata["title"]) == title_key(
-        result["product"]) else result.get("uid")
+    for record in (result.get("record"), catalogue_record(result["product"], result["sources"])):
+        if record is not None and title_key(record.metadata["title"]) == title_key(result["product"]):
+            return record.metadata["uid"]
+    return result.get("uid")
 
 
-def facts_used(results: list[dict], facts: dict | None = None, uids: Sequence[str] | None = None) -> pd.DataFrame:
+def facts_used(results: list[dict], facts: dict | None = None, records: Sequence[dict] | None = None) -> pd.DataFrame:
     """Which product's facts each RAG answer took: where its own record ranked among the sources, which record the
     prompt presented as the product's, how many of its own catalogue facts the answer states, and the facts it got
-    right, contradicted, invented or took from another source (helpers.facts). ``uids``, the products' own, are
-    needed only for products the index does not hold (held-out ones)."""
+    right, contradicted, invented or took from another source (helpers.facts). ``records`` (uid and description),
+    the products' own, are needed only for products the index does not hold (held-out ones); otherwise the record
+    is the retrieved document with the product's title."""
     facts = load_facts() if facts is None else facts
     rows = []
-    for result, given_uid in zip(results, uids or [None] * len(results)):
-        own_uid = given_uid or _own_uid(result)
+    for result, given in zip(results, records or [None] * len(results)):
+        own_uid = given["uid"] if given else _own_uid(result)
         uids_found = [document.metadata["uid"] for document in result["sources"]]
-        record = facts.get(own_uid, ())
         others = [facts.get(uid, ()) for uid in uids_found if uid != own_uid]
-        score = score_facts(result["answer"], record, result["product"], neighbours=others)
+        score = score_facts(result["answer"], facts.get(own_uid, ()), result["product"],
+                            _own_description(result, own_uid, given), neighbours=others)
         shown = result.get("record")
         rows.append({
             "product": result["product"],
@@ -644,6 +646,14 @@ def facts_used(results: list[dict], facts: dict | None = None, uids: Sequence[st
             "facts": describe(score),
         })
     return pd.DataFrame(rows).set_index("product")
+
+
+def _own_description(result: dict, own_uid: str | None, given: dict | None) -> str:
+    """The product's own text, so that a number its description holds is not called invented."""
+    if given:
+        return given.get("description", "")
+    own = [document.page_content for document in result["sources"] if document.metadata["uid"] == own_uid]
+    return own[0] if own else ""
 
 
 def own_facts_stated(result: dict, facts: dict) -> tuple[int, int]:

@@ -13,8 +13,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -51,14 +49,12 @@ from helpers.measurement import (  # noqa: E402,F401  (re-exported: callers use 
     training_examples,
 )
 
-import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from trl import SFTConfig  # noqa: E402
 
 # The reference's run on an RTX 4060, from its own training log (its text claimed 2:30 h).
 REFERENCE_TRAINING_SECONDS = 49_274.93
 REFERENCE_SAMPLES_PER_SECOND = 0.203
-PRECISION_COMPARISON_STEPS = 4
 
 
 # --- Model and trainer (the same calls notebook 03 shows) -----------------------------------------------------
@@ -328,40 +324,6 @@ def lora_parameter_count(config, r: int, targets: tuple[str, ...]) -> int:
     return per_layer * config.num_hidden_layers
 
 
-def measure_precision(profile: Profile, load_in_4bit: bool, steps: int) -> dict:
-    """Train `steps` steps in this process and return samples/s and memory; run it in a fresh process."""
-    model, tokenizer = load_base_model(profile, load_in_4bit=load_in_4bit)
-    weights_gb = model.get_memory_footprint() / 1e9
-    model = add_lora(model, profile)
-    trainer = build_trainer(model, tokenizer, training_dataset(profile, tokenizer), profile, max_steps=steps)
-    stats = train_with_stats(trainer)
-    return {
-        "precision": "4-bit QLoRA" if load_in_4bit else "16-bit LoRA",
-        "samples/s": stats.samples_per_second,
-        "tokens/s": stats.tokens_per_second,
-        "weights in memory (GB)": round(weights_gb, 3),
-        f"peak memory (GB, {stats.peak_memory_kind})": stats.peak_memory_gb,
-        "steps": stats.steps,
-        "loss first → last": f"{stats.first_loss:.3f} → {stats.last_loss:.3f}",
-    }
-
-
-def compare_precisions(profile: Profile, steps: int = PRECISION_COMPARISON_STEPS) -> pd.DataFrame:
-    """4-bit QLoRA against 16-bit LoRA on this machine, each in its own process so that peak memory is its own."""
-    rows = []
-    for load_in_4bit in (True, False):
-        command = [sys.executable, "-m", "helpers.training", "--measure-precision",
-                   "4" if load_in_4bit else "16", "--steps", str(steps), "--profile", profile.name]
-        result = subprocess.run(command, capture_output=True, text=True, cwd=paths().root)
-        if result.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
-        rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
-    table = pd.DataFrame(rows).set_index("precision")
-    paths().tables.mkdir(parents=True, exist_ok=True)
-    table.to_csv(paths().tables / f"precision_comparison_{profile.name}.csv")
-    return table
-
-
 def cost_note(stats: TrainingStats, hourly_price: float, currency: str = "USD") -> str:
     """What this run cost at `hourly_price`, and what the reference's run would cost at the same price."""
     hours = stats.wall_seconds / 3600
@@ -380,16 +342,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from helpers.config import PROFILES
 
-    parser = argparse.ArgumentParser(description="Train the LoRA adapter, or measure one precision.")
+    parser = argparse.ArgumentParser(description="Train the LoRA adapter of a profile (unless a matching one exists).")
     parser.add_argument("--profile", choices=sorted(PROFILES), default=None)
-    parser.add_argument("--measure-precision", choices=("4", "16"), default=None)
-    parser.add_argument("--steps", type=int, default=PRECISION_COMPARISON_STEPS)
     args = parser.parse_args(argv)
     profile = PROFILES[args.profile]() if args.profile else active_profile(verbose=False)
-    if args.measure_precision:
-        print(json.dumps(measure_precision(profile, args.measure_precision == "4", args.steps)))
-    else:
-        print(ensure_adapter(profile))
+    print(ensure_adapter(profile))
     return 0
 
 
