@@ -356,13 +356,21 @@ def metrics_table(scored: pd.DataFrame, seed: int) -> pd.DataFrame:
     return table.reindex(order)
 
 
+def interval_text(mean: float, low: float, high: float, precision: int = 2, signed: bool = False) -> str:
+    """ "0.21 [0.17, 0.25]" (signed: "+0.21 [+0.17, +0.25]"), or "n/a" where the interval is undefined."""
+    if np.isnan(low):
+        return "n/a"
+    spec = f"{'+' if signed else ''}.{precision}f"
+    return f"{mean:{spec}} [{low:{spec}}, {high:{spec}}]"
+
+
 def with_intervals(metrics: pd.DataFrame, metrics_shown: Sequence[str] = tuple(METRICS),
                    sets: Sequence[str] = SCORED_SETS, precision: int = 2) -> pd.DataFrame:
     """The scored sets' metrics as "mean [low, high]" strings, one column per metric ("n/a" where undefined)."""
     table = metrics.loc[[key for key in metrics.index if key[0] in sets]]
     return pd.DataFrame({
-        metric: [f"{row[metric]:.{precision}f} [{row[f'{metric} low']:.{precision}f}, {row[f'{metric} high']:.{precision}f}]"
-                 if not np.isnan(row[f"{metric} low"]) else "n/a" for _, row in table.iterrows()]
+        metric: [interval_text(row[metric], row[f"{metric} low"], row[f"{metric} high"], precision)
+                 for _, row in table.iterrows()]
         for metric in metrics_shown
     }, index=table.index)
 
@@ -449,9 +457,8 @@ def against_baselines(scored: pd.DataFrame, seed: int, metrics_shown: Sequence[s
                     interval = paired_interval(pair[f"{metric} before"], pair[f"{metric} after"], seed)
                     said = (TOO_FEW if interval.n < MIN_PRODUCTS
                             else verdict(interval.low, interval.high, METRICS[metric]))
-                    row[metric] = ("n/a" if np.isnan(interval.low) else
-                                   f"{interval.mean:+.{precision}f} [{interval.low:+.{precision}f}, "
-                                   f"{interval.high:+.{precision}f}] {said}")
+                    text = interval_text(interval.mean, interval.low, interval.high, precision, signed=True)
+                    row[metric] = text if text == "n/a" else f"{text} {said}"
                 rows.append(row)
     return pd.DataFrame(rows).set_index(["set", "system", "against"])
 
@@ -490,7 +497,7 @@ def differences_with_intervals(differences: pd.DataFrame, metrics_shown: Sequenc
     """The paired differences as "+0.21 [+0.17, +0.25]" strings, one row per (set, effect), one column per metric;
     the primary family's cells marked "*", and a difference over fewer than MIN_PRODUCTS products says so."""
     cells = differences.assign(cell=[
-        (f"{row.difference:+.{precision}f} [{row.low:+.{precision}f}, {row.high:+.{precision}f}]"
+        (interval_text(row.difference, row.low, row.high, precision, signed=True)
          + ("*" if row.family == "primary" else "")
          + (f" (n={row.n}: {TOO_FEW})" if row.n < MIN_PRODUCTS else "")) if not np.isnan(row.low) else "n/a"
         for row in differences.itertuples()])
