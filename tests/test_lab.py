@@ -201,6 +201,218 @@ def test_grading_a_path_that_is_not_a_course_notebook_is_a_clear_error(tmp_path,
     assert "no submission named like a course notebook" in capsys.readouterr().err
 
 
+# --- What keeps the grader honest --------------------------------------------------------------------------------
+
+
+def helpers_kept_out_by_hidden_tests() -> list[tuple[str, tuple[str, ...]]]:
+    """Every (module, names) a hidden test keeps from the student's answer, read from the solution notebooks."""
+    import re
+
+    found = []
+    for path in lab.solution_notebooks().values():
+        for cell in nbformat.read(path, as_version=4).cells:
+            for module, names in re.findall(r"helpers\.lab\.unavailable\(helpers\.(\w+), ([^)]*)\)", cell.source):
+                found.append((module, tuple(re.findall(r'"(\w+)"', names))))
+    return found
+
+
+@pytest.mark.parametrize("module, names", helpers_kept_out_by_hidden_tests())
+def test_a_helper_kept_out_is_refused_under_any_name_and_restored_after(module, names):
+    import functools
+    import importlib
+
+    helper_module = importlib.import_module(f"helpers.{module}")
+    aliases = {name: getattr(helper_module, name) for name in names}  # `from helpers.x import name as mine`
+    partials = {name: functools.partial(getattr(helper_module, name)) for name in names}
+    codes = {name: getattr(helper_module, name).__code__ for name in names}
+    with lab.unavailable(helper_module, *names):
+        for name in names:
+            for refused in (aliases[name], partials[name], getattr(helper_module, name)):
+                with pytest.raises(AssertionError, match="write it yourself"):
+                    refused("any", "arguments")
+    assert {name: getattr(helper_module, name).__code__ for name in names} == codes
+
+
+def test_the_aliasing_answer_of_the_issue_is_refused():
+    import helpers.data
+    from helpers.data import clean_text as mine
+
+    def clean(text):
+        return mine(text)
+
+    assert clean(" a &amp; b ") == "a & b"
+    with lab.unavailable(helpers.data, "clean_text"), pytest.raises(AssertionError, match="write it yourself"):
+        clean(" a &amp; b ")
+
+
+def test_an_answer_that_replaces_the_helper_its_tests_compare_with_is_caught(monkeypatch):
+    import helpers.data
+
+    monkeypatch.setattr(helpers.data, "clean_text", lambda text: text)
+    with pytest.raises(AssertionError, match="is not the course's own any more"):
+        with lab.unavailable(helpers.data, "clean_text"):
+            pass
+
+
+def test_the_kernel_gets_an_allowlisted_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp-secret")
+    monkeypatch.setenv("COURSE_LLM_KEY", "secret")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    environment = lab.kernel_environment(tmp_path, "lab")
+    assert "secret" not in " ".join(environment.values())
+    assert environment["OMP_NUM_THREADS"] == "2" and environment["PATH"]
+    assert environment["COURSE_ROOT"] == str(tmp_path) and environment["COURSE_PROFILE"] == "lab"
+
+
+@pytest.mark.parametrize("name, safe", [("../../etc", "etc"), ("alice smith", "alice_smith"), (".hidden", "hidden"),
+                                        ("a/b", "a_b"), ("..", "student"), ("x" * 100, "x" * 64)])
+def test_every_name_that_becomes_a_path_is_sanitised(name, safe):
+    assert lab.safe_name(name) == safe
+
+
+def test_a_submission_named_after_a_folder_with_odd_characters_is_sanitised(tmp_path):
+    folder = tmp_path / "Ada Lovelace; rm -rf"
+    folder.mkdir()
+    (folder / "01_preprocessing.ipynb").write_text("{}")
+    (submission,), _ = lab.find_submissions(folder / "01_preprocessing.ipynb")
+    assert submission.student == "Ada_Lovelace_rm_-rf"
+
+
+def test_a_change_to_the_graders_files_is_found_by_hash_even_with_its_time_kept(tmp_path, monkeypatch):
+    grading = tmp_path / "outputs" / "grading" / "lab"
+    (grading / "prerequisites" / "outputs").mkdir(parents=True)
+    (grading / "reference").mkdir()
+    index = grading / "prerequisites" / "outputs" / "index.bin"
+    index.write_bytes(b"abcd")
+    (grading / "reference" / "solution-01.json").write_text("{}")
+    monkeypatch.setattr(lab, "paths", lambda: type("P", (), {"outputs": tmp_path / "outputs"})())
+    before = lab.grading_digests("lab")
+    stat = index.stat()
+    index.write_bytes(b"abce")
+    os.utime(index, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    (grading / "reference" / "solution-01.json").unlink()
+    assert lab.digests_changed(before, lab.grading_digests("lab")) == [
+        "prerequisites/outputs/index.bin", "reference/solution-01.json"]
+    assert lab.digests_changed(before, lab.grading_digests("lab", skip=grading / "reference")) == [
+        "prerequisites/outputs/index.bin", "reference/solution-01.json"]
+
+
+def test_a_tampered_reference_run_is_not_used(tmp_path):
+    report, executed = tmp_path / "solution-01.json", tmp_path / "solution-01.executed.ipynb"
+    report.write_text("{}")
+    executed.write_text("{}")
+    key_file = tmp_path / "01.key"
+    key_file.write_text(lab.reference_record("key", [report, executed]))
+    assert lab.reference_is_current(key_file, "key", [report, executed])
+    assert not lab.reference_is_current(key_file, "another key", [report, executed])
+    executed.write_text('{"outputs": "edited"}')
+    assert not lab.reference_is_current(key_file, "key", [report, executed])
+
+
+def test_the_reference_key_covers_data_models_sanitize_rules_and_library_versions(monkeypatch):
+    import importlib.metadata
+
+    key = lab.reference_key("01_preprocessing", "lab")
+    assert key == lab.reference_key("01_preprocessing", "lab")
+    real = importlib.metadata.distributions
+
+    class Upgraded:
+        metadata, version = {"Name": "nbval"}, "99.0"
+
+    monkeypatch.setattr(importlib.metadata, "distributions", lambda: [*real(), Upgraded()])
+    assert lab.reference_key("01_preprocessing", "lab") != key
+    monkeypatch.setattr(importlib.metadata, "distributions", real)
+    fingerprint = lab.files_fingerprint
+    monkeypatch.setattr(lab, "files_fingerprint", lambda folder: {**fingerprint(folder), "new.json": "x"})
+    assert lab.reference_key("01_preprocessing", "lab") != key
+
+
+def test_a_grader_error_becomes_that_submissions_report_and_the_batch_goes_on(tmp_path, monkeypatch):
+    for student in ("alice", "bob"):
+        (tmp_path / student).mkdir()
+        (tmp_path / student / "01_preprocessing.ipynb").write_text("{}")
+    made = []
+
+    def failing_run(submission, work, *args):
+        made.append(work)
+        if submission.student == "alice":
+            raise RuntimeError("the grader broke on this one")
+        return {**lab.report_header(submission, "lab"), "status": "graded", "detail": "", "seconds": 1.0,
+                "exercises": lab.unscored_exercises("01_preprocessing"), "errors": [], "refused writes": [],
+                "repository changes": {}, "grading files changed": [], "checked outputs": None, "metrics": {}}
+
+    monkeypatch.setattr(lab, "checked_prerequisites", lambda profile, refresh=False: [])
+    monkeypatch.setattr(lab, "reference_run", lambda *args: (None, {}))
+    monkeypatch.setattr(lab, "run_and_report", failing_run)
+    reports, summary = lab.grade(tmp_path, tmp_path / "graded")
+    by_student = {report["student"]: report for report in reports}
+    assert by_student["alice"]["status"] == "grader error" and "the grader broke" in by_student["alice"]["detail"]
+    assert by_student["alice"]["max_score"] == 4.0 and by_student["alice"]["score"] == 0
+    assert by_student["bob"]["status"] == "graded"
+    assert json.loads(summary.read_text())["submissions"][0]["status"] == "grader error"
+    assert made and not any(work.exists() for work in made)  # working folders removed, error or not
+
+
+# --- The student copy ------------------------------------------------------------------------------------------------
+
+
+def test_a_release_is_the_course_without_solutions_hidden_tests_or_instructor_answers(tmp_path):
+    made = lab.write_release(tmp_path / "release")
+    release = made["destination"]
+    files = {str(path.relative_to(release)) for path in release.rglob("*") if path.is_file()}
+    assert not any(name.startswith(("tests/", ".ci/")) for name in files)
+    for needed in ("Makefile", "README.md", "requirements.txt", "constraints.txt", "environment.yml",
+                   "pyproject.toml", "scripts/setup.sh", "data/raw/trn.json", "src/helpers/lab.py",
+                   "notebooks/nbval_sanitize.cfg", lab.RELEASE_MARKER):
+        assert needed in files, needed
+    for source in (paths().root / "src" / "helpers").rglob("*.py"):
+        assert (release / source.relative_to(paths().root)).read_bytes() == source.read_bytes()
+    assert sorted(made["notebooks"]) == sorted(f"{name}.ipynb" for name in NOTEBOOKS)
+    solution_lines = set()
+    for path in lab.solution_notebooks().values():
+        for cell in nbgrader_cells(nbformat.read(path, as_version=4)):
+            for part in cell.source.split("### BEGIN SOLUTION")[1:] + cell.source.split("### BEGIN HIDDEN TESTS")[1:]:
+                body = part.split("### END")[0]
+                solution_lines |= {line.strip() for line in body.splitlines() if len(line.strip()) > 35}
+            if cell.cell_type == "markdown" and cell.metadata.nbgrader.solution:
+                solution_lines |= {line.strip() for line in cell.source.splitlines() if len(line.strip()) > 25}
+    assert len(solution_lines) > 20
+    # The helpers are the course's own implementation, which the hidden tests compare answers with: they are handed
+    # out by design. Everything else must hold no solution.
+    text = "\n".join(path.read_text(errors="replace") for path in release.rglob("*")
+                     if path.is_file() and "src" not in path.relative_to(release).parts
+                     and path.suffix in {".ipynb", ".py", ".md", ".txt", ".cfg", ""})
+    notebooks = "\n".join(path.read_text() for path in (release / "notebooks").glob("*.ipynb"))
+    assert "BEGIN SOLUTION" not in notebooks and "BEGIN HIDDEN TESTS" not in notebooks
+    assert "Instructor's example answer" not in text
+    leaked = [line for line in solution_lines if line in text]
+    assert not leaked, leaked
+    for name in NOTEBOOKS:
+        student = nbformat.read(release / "notebooks" / f"{name}.ipynb", as_version=4)
+        assert nbgrader_cells(student) and not any(cell.get("outputs") for cell in student.cells)
+    make = subprocess.run(["make", "-n", "course", "test"], cwd=release, capture_output=True, text=True)
+    assert make.returncode == 0 and "--allow-errors" in make.stdout and "helpers.lab progress" in make.stdout
+    with pytest.raises(lab.LabError, match="new or empty folder"):
+        lab.write_release(release)
+
+
+def test_progress_says_which_exercises_pass_fail_or_have_not_run(student_versions, tmp_path, capsys):
+    assert lab.print_progress(lab.solution_notebooks()["01_preprocessing"].parent) == 0
+    assert "14 of 14 exercises pass" in capsys.readouterr().out
+    (tmp_path / "01_preprocessing.ipynb").write_bytes(student_versions["01_preprocessing"].read_bytes())
+    assert lab.print_progress(tmp_path) == 1
+    assert "0 of 2 exercises pass their visible tests (0 fail, 2 not run)" in capsys.readouterr().out
+    notebook = nbformat.read(tmp_path / "01_preprocessing.ipynb", as_version=4)
+    for cell in nbgrader_cells(notebook):
+        if cell.metadata.nbgrader.grade:
+            cell.execution_count = 1
+            cell.outputs = [nbformat.v4.new_output("error", ename="NotImplementedError", evalue="", traceback=[])]
+    nbformat.write(notebook, tmp_path / "01_preprocessing.ipynb")
+    rows = lab.exercise_progress(tmp_path)
+    assert [(row["exercise"], row["visible tests"]) for row in rows] == [("ex1_1_clean", "fails"), ("ex1_2_split", "fails")]
+
+
 # --- Grading for real ----------------------------------------------------------------------------------------------
 
 
@@ -252,7 +464,9 @@ def test_a_wrong_submission_scores_partial_marks_and_names_the_failing_exercise(
     wrong_order = 'import html\n\n\ndef clean(text):\n    return html.unescape(" ".join(text.split()))\n'
     alice = edited(student_versions["01_preprocessing"], tmp_path, "alice",
                    {"ex1_1_clean": wrong_order, "ex1_2_split": RIGHT_SPLIT})
-    edited(student_versions["01_preprocessing"], tmp_path, "bob", {})
+    # bob's answer calls the helper it was asked to write, under a name of his own: the hidden tests refuse it.
+    edited(student_versions["01_preprocessing"], tmp_path, "bob", {"ex1_1_clean": (
+        "from helpers.data import clean_text as mine\n\n\ndef clean(text):\n    return mine(text)\n")})
     folder = alice.parent.parent
     reports, last = lab.grade(folder)
     assert last == folder / lab.REPORTS_DIR / lab.SUMMARY_JSON
@@ -263,6 +477,8 @@ def test_a_wrong_submission_scores_partial_marks_and_names_the_failing_exercise(
     failing = [row for row in by_student["alice"]["exercises"] if row["points"] == 0]
     assert [row["exercise"] for row in failing] == ["ex1_1_clean"] and "AssertionError" in failing[0]["error"]
     assert by_student["bob"]["score"] == 0.0
+    bob_clean = next(row for row in by_student["bob"]["exercises"] if row["exercise"] == "ex1_1_clean")
+    assert "write it yourself" in bob_clean["error"]
     rows = {row["student"]: row for row in csv.DictReader(summary.open())}
     assert rows["alice"]["ex1_1_clean"] == "0" and rows["alice"]["ex1_2_split"] == "2" and rows["bob"]["score"] == "0"
 

@@ -30,10 +30,12 @@ PASSWORD = "correct horse battery staple"
 class FakeStream:
     def __init__(self, pieces: list[str], delay: float, stopped: bool) -> None:
         self.pieces, self.delay, self.stopped, self.answer, self.closed = pieces, delay, stopped, None, False
+        self.produced = 0
 
     def __iter__(self):
         for piece in self.pieces:
             time.sleep(self.delay)
+            self.produced += 1
             yield piece
         self.answer = Answer("".join(self.pieces), self.stopped, len(self.pieces))
 
@@ -49,6 +51,7 @@ class FakeBackend:
         self._adapter = Path("outputs/adapters/initial")
         self.generating = 0
         self.most_at_once = 0
+        self.streams: list[FakeStream] = []
 
     @property
     def adapter(self) -> Path:
@@ -79,7 +82,8 @@ class FakeBackend:
 
     def stream(self, prepared: serving.Prepared, max_tokens: int) -> FakeStream:
         pieces, stopped = self.pieces(prepared, max_tokens)
-        return FakeStream(pieces, self.delay, stopped)
+        self.streams.append(FakeStream(pieces, self.delay, stopped))
+        return self.streams[-1]
 
     def use_adapter(self, adapter: Path) -> None:
         self._adapter = Path(adapter)
@@ -229,6 +233,64 @@ def test_wrong_password_and_unknown_user_are_refused(service):
         assert "wrong password" in response.json()["error"]["message"]
 
 
+def attempt_sign_in(url: str, name: str, password: str) -> httpx.Response:
+    return httpx.post(url + "/auth/token", json={"username": name, "password": password})
+
+
+def counting_password_checks(app) -> list:
+    """The calls of the app's Store.check_password from now on (argon2's work)."""
+    checks, check = [], app.state.store.check_password
+    app.state.store.check_password = lambda *args: checks.append(args) or check(*args)
+    return checks
+
+
+def test_failed_sign_ins_for_a_name_are_throttled_until_the_window_passes(tmp_path):
+    app = serving.create_app(settings_for(tmp_path, sign_in_window_seconds=3), FakeBackend())
+    with running_as_ada(app) as (server, _):
+        checks = counting_password_checks(app)
+        assert [attempt_sign_in(server.url, "ada", "wrong").status_code for _ in range(5)] == [401] * 5
+        refused = attempt_sign_in(server.url, "ada", "wrong")
+        assert refused.status_code == 429 and refused.json()["error"]["type"] == "rate_limit_error"
+        assert 1 <= int(refused.headers["retry-after"]) <= 3  # whole seconds until the oldest failure leaves
+        assert attempt_sign_in(server.url, "ada", PASSWORD).status_code == 429  # the right password too
+        assert len(checks) == 5  # refused before hashing anything
+        time.sleep(int(refused.headers["retry-after"]))
+        assert attempt_sign_in(server.url, "ada", PASSWORD).status_code == 200
+        # A success clears the name's failures: 4 more and 4 more, a success between, are 8 in the window but never 5.
+        for _ in range(2):
+            assert [attempt_sign_in(server.url, "ada", "wrong").status_code for _ in range(4)] == [401] * 4
+            assert attempt_sign_in(server.url, "ada", PASSWORD).status_code == 200
+
+
+def test_failed_sign_ins_from_one_address_throttle_every_name(tmp_path):
+    app = serving.create_app(settings_for(tmp_path, sign_in_failures_per_address=3), FakeBackend())
+    app.state.store.add_user("bob", PASSWORD)
+    with running_as_ada(app) as (server, _):
+        for name in ("ada", "nobody", "bob"):
+            assert attempt_sign_in(server.url, name, "wrong").status_code == 401
+        refused = attempt_sign_in(server.url, "bob", PASSWORD)  # another name, the same address (loopback)
+        assert refused.status_code == 429 and 1 <= int(refused.headers["retry-after"]) <= 60
+
+
+def test_password_checks_beyond_the_limit_at_once_get_429(tmp_path):
+    app = serving.create_app(settings_for(tmp_path, password_checks_at_once=1), FakeBackend())
+    with running_as_ada(app) as (server, _):
+        check = app.state.store.check_password
+        app.state.store.check_password = lambda *args: time.sleep(1) or check(*args)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            responses = list(pool.map(lambda _: attempt_sign_in(server.url, "ada", PASSWORD), range(2)))
+    assert sorted(response.status_code for response in responses) == [200, 429]
+    assert next(response for response in responses if response.status_code == 429).headers["retry-after"] == "1"
+
+
+def test_the_api_schema_is_for_signed_in_users_only(service):
+    url, _, token = service
+    assert httpx.get(url + "/docs").status_code == 404 and httpx.get(url + "/redoc").status_code == 404
+    assert httpx.get(url + "/openapi.json").status_code == 401
+    schema = httpx.get(url + "/openapi.json", headers={"Authorization": f"Bearer {token}"})
+    assert schema.status_code == 200 and "/v1/chat/completions" in schema.json()["paths"]
+
+
 def test_an_expired_token_is_refused(tmp_path):
     app = serving.create_app(settings_for(tmp_path, token_seconds=1), FakeBackend())
     with running_as_ada(app) as (server, token):
@@ -333,21 +395,74 @@ def test_bounded_load_every_request_answered_or_429_and_no_feedback_lost(tmp_pat
         assert chat(server.url, token).status_code == 200
 
 
-def test_a_client_that_leaves_mid_stream_frees_its_place(tmp_path):
-    app = serving.create_app(settings_for(tmp_path, queue_capacity=1), FakeBackend(delay=0.3))
+def test_a_client_that_leaves_mid_stream_frees_its_place_and_stops_the_generation(tmp_path):
+    backend = FakeBackend(delay=0.3)
+    app = serving.create_app(settings_for(tmp_path, queue_capacity=1), backend)
     with running_as_ada(app) as (server, token):
         body = {"model": "rag", "stream": True, "messages": [{"role": "user", "content": "Girls Ballet Tutu"}]}
         with httpx.stream("POST", server.url + "/v1/chat/completions", json=body,
                           headers={"Authorization": f"Bearer {token}"}) as response:
-            next(response.iter_lines())  # the first event, then hang up
-        deadline = time.monotonic() + 10
+            answer_id = json.loads(next(response.iter_lines()).removeprefix("data: "))["id"]  # the first event...
+        deadline = time.monotonic() + 10  # ...then hang up
         while app.state.queue.admitted and time.monotonic() < deadline:
             time.sleep(0.05)
         assert app.state.queue.admitted == 0  # freed once the server sees the client gone, not at garbage collection
+        stream = backend.streams[0]
+        # Cancelled at its next piece: closed with pieces left, not generated to the end for no one.
+        assert stream.closed and stream.produced < len(stream.pieces), stream.produced
+        assert app.state.store.answer(answer_id) is None  # a cancelled answer is not saved as if it were whole
         assert chat(server.url, token).status_code == 200
 
 
+class LongAnswerBackend(FakeBackend):
+    """Streams 3000 pieces of 10 KB (30 MB, more than loopback's socket buffers) for the title "a long answer"."""
+
+    def pieces(self, prepared: serving.Prepared, max_tokens: int) -> tuple[list[str], bool]:
+        if prepared.product == "a long answer":
+            return ["x" * 10_000] * 3000, True
+        return super().pieces(prepared, max_tokens)
+
+
+def test_a_reader_that_stops_reading_keeps_no_one_waiting_and_its_answer_is_saved(tmp_path):
+    app = serving.create_app(settings_for(tmp_path), LongAnswerBackend())
+    with running_as_ada(app) as (server, token):
+        body = {"model": "fine-tuned", "stream": True, "messages": [{"role": "user", "content": "a long answer"}]}
+        with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, timeout=30,
+                          headers={"Authorization": f"Bearer {token}"}) as response:
+            lines = response.iter_lines()  # kept: a dropped iterator would close the connection
+            answer_id = json.loads(next(lines).removeprefix("data: "))["id"]
+            # The connection stays open, unread: the service's writes block once the socket buffers are full.
+            started = time.monotonic()
+            other = httpx.post(server.url + "/v1/chat/completions", timeout=10,
+                               headers={"Authorization": f"Bearer {token}"},
+                               json={"model": "fine-tuned", "messages": [{"role": "user", "content": "Tutu"}]})
+            assert other.status_code == 200 and time.monotonic() - started < 5, other.text
+            deadline = time.monotonic() + 10
+            while app.state.store.answer(answer_id) is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            saved = app.state.store.answer(answer_id)
+            assert saved is not None and len(saved["answer"]) == 30_000_000  # generated and saved, never read
+
+
 # --- Feedback -----------------------------------------------------------------------------------------------------
+
+
+def test_feedback_only_on_ones_own_answers_and_anothers_reads_as_unknown(service):
+    url, app, token = service
+    app.state.store.add_user("bob", PASSWORD)
+    bob = sign_in(url, "bob", PASSWORD)
+    answer_id = chat(url, token).json()["id"]
+
+    def rate(credential: str, rated: str) -> httpx.Response:
+        return httpx.post(url + "/v1/feedback", headers={"Authorization": f"Bearer {credential}"},
+                          json={"answer_id": rated, "rating": -1, "correction": "mine"})
+
+    anothers, unknown = rate(bob, answer_id), rate(bob, "chatcmpl-unknown")
+    assert anothers.status_code == unknown.status_code == 404
+    assert anothers.json()["error"]["message"].replace(answer_id, "ID") == unknown.json()["error"]["message"].replace(
+        "chatcmpl-unknown", "ID")  # the same answer: whether the id exists is not confirmed
+    assert rate(token, answer_id).status_code == 201
+    assert [(row["user"], row["answer_id"]) for row in app.state.store.feedback()] == [("ada", answer_id)]
 
 
 def test_feedback_survives_a_restart_and_exports_as_training_records(tmp_path):
@@ -424,6 +539,7 @@ def test_training_job_serves_its_adapter_only_when_it_succeeds(tmp_path, behavio
         started = httpx.post(server.url + "/v1/train", headers=headers, json={"examples": 8})
         assert started.status_code == 202 and started.json()["status"] == "running"
         job_id = started.json()["id"]
+        assert httpx.get(f"{server.url}/v1/train/{job_id}", headers=student).status_code == 403  # details: instructors
         assert httpx.post(server.url + "/v1/train", headers=headers, json={}).status_code == 409  # one at a time
         if behaviour == "hang":
             assert wait_for_job(server.url, token, job_id, done=("step 2",))["step"] >= 2

@@ -14,6 +14,8 @@ checked outputs reproduce the solution's is judged against the solution notebook
 machine and profile (cached under outputs/grading/), by nbval's rules.
 
     python -m helpers.lab student [--out student]        # make student
+    python -m helpers.lab release DEST                   # make release DEST=...: the student copy of the course
+    python -m helpers.lab progress [FOLDER]              # make test in a student copy: exercises passing
     python -m helpers.lab grade PATH [--report-dir DIR]  # make grade SUBMISSION=PATH (a notebook or a folder)
 """
 from __future__ import annotations
@@ -21,7 +23,9 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import inspect
 import json
+import logging
 import os
 import re
 import shutil
@@ -39,6 +43,8 @@ import nbformat
 
 from helpers.config import PROFILE_ENV_VAR, ROOT_ENV_VAR, paths
 
+logger = logging.getLogger(__name__)
+
 GRADE_PROFILE = "lab"
 # A cell of the lab profile takes at most about two minutes on a 2-core laptop (notebook 06's comparison).
 CELL_TIMEOUT_S = 600
@@ -51,8 +57,9 @@ TESTS_SUFFIX = "_tests"
 # What a notebook reads from the repository; everything else it needs is rebuilt from these by the helpers.
 COPIED_INPUTS = ("data/raw",)
 LINKED_INPUTS = ("data/models",)  # converted once at set-up, large, only read
-# Never compared: what the grader itself, Python and Jupyter write while a submission runs.
-UNWATCHED = {".git", "__pycache__", ".ipynb_checkpoints", ".pytest_cache", "grading", STUDENT_DIR}
+# Never compared: what Python and Jupyter write while a submission runs. The grader's own folder (prerequisites,
+# reference runs) is watched like the rest, and also checked by hash (grading_files_changed).
+UNWATCHED = {".git", "__pycache__", ".ipynb_checkpoints", ".pytest_cache"}
 
 
 class LabError(RuntimeError):
@@ -117,6 +124,74 @@ def write_student_versions(target: Path | None = None) -> list[Path]:
     return written
 
 
+# --- The student copy of the course: what a class is handed -------------------------------------------------------
+
+RELEASE_MARKER = ".course-release"
+# Instructor-only: the tests read the solutions (some hold answers), CI runs them; the executed results are the
+# solutions' and every student's own `make course` writes its own.
+NOT_RELEASED = ("tests/", ".ci/", "outputs/")
+RELEASE_NOTE = """
+> **Student copy.** `notebooks/` holds the exercises (`# YOUR CODE HERE`). `make course` sets up and runs every
+> notebook; an exercise you have not done yet shows its error in place and the run goes on. `make test` says, per
+> exercise, whether its visible tests pass in your executed notebooks. The hidden tests and the solutions are not
+> part of this copy: the instructor's sections below describe your instructor's copy, which grades yours.
+"""
+
+
+def write_release(destination: Path) -> dict:
+    """A student copy of the course at ``destination`` (``make release DEST=...``): every file the repository tracks
+    except the solutions and the instructor's tests, with the student notebooks in the solutions' place."""
+    destination, root = Path(destination).resolve(), paths().root
+    if destination.is_relative_to(root) or (destination.exists() and any(destination.iterdir())):
+        raise LabError(f"{destination}: a release goes to a new or empty folder outside the repository")
+    solutions = {str(path.relative_to(root)) for path in solution_notebooks().values()}
+    copied = []
+    for relative in tracked_files(root):
+        if relative in solutions or relative.startswith(NOT_RELEASED):
+            continue
+        (destination / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / relative, destination / relative)
+        copied.append(relative)
+    students = write_student_versions(destination / "notebooks")
+    (destination / "outputs").mkdir(exist_ok=True)
+    readme = destination / "README.md"
+    title, _, rest = readme.read_text().partition("\n")
+    readme.write_text(f"{title}\n{RELEASE_NOTE}{rest}")
+    (destination / RELEASE_MARKER).write_text(json.dumps({"from commit": source_commit(root)}) + "\n")
+    return {"destination": destination, "files": len(copied), "notebooks": [path.name for path in students]}
+
+
+def tracked_files(root: Path) -> list[str]:
+    completed = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise LabError(f"a release is made from the course's git repository: git ls-files failed in {root}: "
+                       f"{completed.stderr.strip()}")
+    return [name for name in completed.stdout.split("\0") if name and (root / name).is_file()]
+
+
+def source_commit(root: Path) -> str:
+    completed = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
+    return completed.stdout.strip() or "unknown"
+
+
+def exercise_progress(folder: Path) -> list[dict]:
+    """Per exercise of the notebooks in ``folder`` as last executed: its visible tests pass, fail (with the error),
+    or have not run."""
+    rows = []
+    for path in sorted(Path(folder).glob("[0-9][0-9]_*.ipynb")):
+        notebook = nbformat.read(path, as_version=4)
+        for cell in notebook.cells:
+            grading = cell.metadata.get("nbgrader", {})
+            if cell.cell_type != "code" or not grading.get("grade"):
+                continue
+            errors = [f"{output.get('ename')}: {output.get('evalue')}"[:200] for output in cell.get("outputs", [])
+                      if output.get("output_type") == "error"]
+            state = "not run" if cell.get("execution_count") is None else "fails" if errors else "passes"
+            rows.append({"notebook": path.stem, "exercise": grading["grade_id"].removesuffix(TESTS_SUFFIX),
+                         "visible tests": state, "error": errors[0] if errors else ""})
+    return rows
+
+
 def exercise_points(notebook: nbformat.NotebookNode) -> dict[str, float]:
     """Points of every graded cell (tests and hand-graded answers), by grade_id."""
     return {cell.metadata.nbgrader.grade_id: float(cell.metadata.nbgrader.get("points", 0))
@@ -126,21 +201,39 @@ def exercise_points(notebook: nbformat.NotebookNode) -> dict[str, float]:
 @contextmanager
 def unavailable(module, *names: str):
     """Within the block, the named helpers raise instead of answering: the hidden tests call a student's function
-    here, so that an exercise is not solved by calling the helper it asks the student to write."""
-    originals = {name: getattr(module, name) for name in names}
+    here, so that an exercise is not solved by calling the helper it asks the student to write.
 
-    def refuse(name):
-        def refused(*args, **kwargs):
-            raise AssertionError(f"{module.__name__}.{name} is what this exercise asks you to write: write it yourself")
-        return refused
-
+    What is refused is the function itself, not the module's name for it: its code is swapped for one that raises,
+    so an answer that kept the helper under another name (``from helpers.data import clean_text as mine``), in a
+    ``functools.partial`` or as a default argument is refused too. A helper the submission replaced in its module is
+    found and reported, since the tests compare the answers with it."""
+    functions = {name: course_function(module, name) for name in names}
+    originals = {name: function.__code__ for name, function in functions.items()}
     try:
-        for name in names:
-            setattr(module, name, refuse(name))
+        for name, function in functions.items():
+            function.__code__ = refusing_code(module.__name__, name)
         yield
     finally:
-        for name, original in originals.items():
-            setattr(module, name, original)
+        for name, function in functions.items():
+            function.__code__ = originals[name]
+
+
+def course_function(module, name: str):
+    """``module.name`` as the course wrote it; an AssertionError if a submission put something else in its place."""
+    function = inspect.unwrap(getattr(module, name))
+    source = Path(getattr(getattr(function, "__code__", None), "co_filename", "")).resolve()
+    if not source.is_relative_to(Path(__file__).resolve().parent):
+        raise AssertionError(f"{module.__name__}.{name} is not the course's own any more (it now comes from "
+                             f"{source.name or type(function).__name__}): an answer must not replace the helper "
+                             "its tests compare with")
+    return function
+
+
+def refusing_code(module: str, name: str):
+    message = f"{module}.{name} is what this exercise asks you to write: write it yourself"
+    namespace: dict = {}
+    exec(f"def refused(*args, **kwargs):\n    raise AssertionError({message!r})\n", namespace)
+    return namespace["refused"].__code__
 
 
 # --- Finding submissions ------------------------------------------------------------------------------------------
@@ -161,7 +254,7 @@ def find_submissions(path: Path) -> tuple[list[Submission], list[Path]]:
         if candidate.stem not in known:
             skipped.append(candidate)
             continue
-        student = candidate.parent.name if path.is_file() else _student_of(candidate, path)
+        student = safe_name(candidate.parent.name) if path.is_file() else _student_of(candidate, path)
         submissions.append(Submission(candidate, candidate.stem, student))
     return submissions, skipped
 
@@ -170,8 +263,14 @@ def _student_of(notebook: Path, folder: Path) -> str:
     """The first folder below ``folder``: collected/alice/01_x.ipynb and nbgrader's submitted/alice/01_x/01_x.ipynb
     both belong to alice; a notebook directly in ``folder`` is named after the folder."""
     relative = notebook.parent.relative_to(folder)
-    name = relative.parts[0] if relative.parts else folder.name
-    return re.sub(r"[^\w.-]+", "_", name) or "student"
+    return safe_name(relative.parts[0] if relative.parts else folder.name)
+
+
+def safe_name(name: str) -> str:
+    """A folder name fit to become part of a file name and a gradebook id: letters, digits, '.', '-', '_' only, no
+    leading dot (so never '..' nor a hidden file), at most 64 characters."""
+    cleaned = re.sub(r"\.\.+", "_", re.sub(r"[^A-Za-z0-9_.-]+", "_", name)).strip("._")[:64]
+    return cleaned or "student"
 
 
 # --- The folder a submission runs in -------------------------------------------------------------------------------
@@ -209,18 +308,100 @@ models.ensure_baseline_counts(profile, data.evaluation_samples(profile)["held-ou
 
 
 def ensure_prerequisites(profile: str) -> Path:
-    """Build (or bring up to date: the helpers detect stale artifacts) the prerequisites of ``profile``."""
-    root = make_course_root(prerequisites_dir(profile))
+    """Build (or bring up to date: the helpers detect stale artifacts) the prerequisites of ``profile``, then make
+    them read-only; a later submission's run starts from a writable copy of them."""
+    folder = prerequisites_dir(profile)
+    if folder.exists():
+        set_writable(folder, True)
+    root = make_course_root(folder)
     completed = subprocess.run([sys.executable, "-c", PREREQUISITES_SCRIPT], env=kernel_environment(root, profile),
                                cwd=root, capture_output=True, text=True)
+    set_writable(folder, False)
     if completed.returncode != 0:
         raise LabError(f"building the {profile} prerequisites failed:\n{completed.stderr[-3000:]}")
     return root
 
 
+def set_writable(folder: Path, writable: bool) -> None:
+    """Every file and folder under ``folder`` (not what links point to) writable by its owner, or read-only for all."""
+    for directory, folders, files in os.walk(folder):
+        here = Path(directory)
+        for path in [here] + [here / name for name in folders + files]:
+            if path.is_symlink():
+                continue
+            mode = path.stat().st_mode
+            path.chmod(mode | 0o200 if writable else mode & ~0o222)
+
+
+def copy_writable(source: Path, target: Path) -> None:
+    """A copy of a read-only folder that the run may write into."""
+    shutil.copytree(source, target, dirs_exist_ok=True, symlinks=True)
+    set_writable(target, True)
+
+
+def grading_digests(profile: str, skip: Path | None = None) -> dict[str, str]:
+    """sha256 of every file the grader keeps for ``profile`` (prerequisites, reference runs), and the target of every
+    link, by path; except under ``skip`` (the folder a reference run is being written to)."""
+    folder = paths().outputs / "grading" / profile
+    digests = {}
+    for directory, folders, files in os.walk(folder):
+        here = Path(directory)
+        if skip is not None and here.resolve().is_relative_to(skip.resolve()):
+            continue
+        for name in folders + files:
+            path = here / name
+            if path.is_symlink():
+                digests[str(path.relative_to(folder))] = f"-> {os.readlink(path)}"
+            elif path.is_file():
+                digests[str(path.relative_to(folder))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests
+
+
+def digests_changed(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    return sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+
+
+def prerequisites_digest_file(profile: str) -> Path:
+    return paths().outputs / "grading" / f"{profile}-prerequisites.sha256"
+
+
+def checked_prerequisites(profile: str, refresh: bool = False) -> list[str]:
+    """The prerequisites of ``profile``, checked by hash against what was recorded when they were last built, and
+    rebuilt from scratch if anything changed since; with ``refresh``, brought up to date by the helpers as well (a
+    stale artifact is rebuilt). Returns what had changed since they were recorded (empty when nothing had)."""
+    record = prerequisites_digest_file(profile)
+    recorded = json.loads(record.read_text()) if record.is_file() else None
+    changed = digests_changed(recorded, prerequisite_digests(profile)) if recorded is not None else []
+    if changed and prerequisites_dir(profile).exists():
+        set_writable(prerequisites_dir(profile), True)
+        shutil.rmtree(prerequisites_dir(profile))
+    if changed or refresh or recorded is None:
+        ensure_prerequisites(profile)
+        record.write_text(json.dumps(prerequisite_digests(profile), indent=0, sort_keys=True) + "\n")
+    return changed
+
+
+def prerequisite_digests(profile: str) -> dict[str, str]:
+    return {name: value for name, value in grading_digests(profile).items()
+            if Path(name).parts[0] == prerequisites_dir(profile).name}
+
+
+# What a submission's kernel inherits from the grader: where programs and files are, the locale, the numerics the
+# course pins, and offline switches; never the grader's tokens, keys or anything else it happens to have.
+KERNEL_ENVIRONMENT = {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM", "VIRTUAL_ENV",
+                      "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_PATH",
+                      "JUPYTER_RUNTIME_DIR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "UNSLOTH_CPU_BF16",
+                      "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "TOKENIZERS_PARALLELISM",
+                      "CUDA_VISIBLE_DEVICES"}
+KERNEL_ENVIRONMENT_PREFIXES = ("LC_", "MKL_", "OMP_", "KMP_")
+
+
 def kernel_environment(root: Path, profile: str) -> dict[str, str]:
+    """The allowlisted part of the grader's environment, and the course's root and profile."""
     environment_bin_on_path()
-    return {**os.environ, ROOT_ENV_VAR: str(root), PROFILE_ENV_VAR: profile, "PYTHONHASHSEED": "0"}
+    kept = {name: value for name, value in os.environ.items()
+            if name in KERNEL_ENVIRONMENT or name.startswith(KERNEL_ENVIRONMENT_PREFIXES)}
+    return {**kept, ROOT_ENV_VAR: str(root), PROFILE_ENV_VAR: profile, "PYTHONHASHSEED": "0"}
 
 
 # --- Watching the repository ----------------------------------------------------------------------------------------
@@ -482,69 +663,106 @@ def reached_metrics(notebook: str, root: Path) -> dict:
 def grade_submission(submission: Submission, report_dir: Path, profile: str = GRADE_PROFILE,
                      cell_timeout: int = CELL_TIMEOUT_S, notebook_timeout: int = NOTEBOOK_TIMEOUT_S,
                      reference: nbformat.NotebookNode | None = None) -> dict:
-    """Grade one submission; the report (a dict) is also written as JSON and Markdown under ``report_dir``."""
+    """Grade one submission; the report (a dict) is also written as JSON and Markdown under ``report_dir``. Whatever
+    goes wrong in the grader itself becomes this submission's report, and its working folder is always removed."""
     report_dir = Path(report_dir)
-    name = f"{submission.student}-{submission.notebook}"
     # Outside the repository, wherever the reports go: the kernel may write anywhere in its folder but not there.
-    work = Path(tempfile.mkdtemp(prefix=f"course-grading-{name}-"))
+    work = Path(tempfile.mkdtemp(prefix=f"course-grading-{submission.student}-{submission.notebook}-"))
+    try:
+        report = run_and_report(submission, work, report_dir, profile, cell_timeout, notebook_timeout, reference)
+    except Exception as error:  # noqa: BLE001 - one submission's grader error must not stop the class's batch
+        report = grader_error_report(submission, profile, error)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return write_report(report, report_dir)
+
+
+def run_and_report(submission: Submission, work: Path, report_dir: Path, profile: str, cell_timeout: int,
+                   notebook_timeout: int, reference: nbformat.NotebookNode | None) -> dict:
     course, root = work / "course", work / "root"
     release(submission.notebook, course)
     submitted = course / "submitted" / submission.student / submission.notebook / f"{submission.notebook}.ipynb"
     submitted.parent.mkdir(parents=True)
     shutil.copy2(submission.path, submitted)
     make_course_root(root)
-    shutil.copytree(prerequisites_dir(profile) / "outputs", root / "outputs", dirs_exist_ok=True)
+    copy_writable(prerequisites_dir(profile) / "outputs", root / "outputs")
 
     repository = paths().root
     watched_skip = {report_dir.resolve()} if report_dir.resolve().is_relative_to(repository) else set()
     guard = install_guard(work)
-    before = snapshot(repository, watched_skip)
+    before, grading_before = snapshot(repository, watched_skip), grading_digests(profile, skip=report_dir)
     run = autograde(course, submission.notebook, submission.student, root, profile, cell_timeout, notebook_timeout,
                     guard)
     writes = writes_between(before, snapshot(repository, watched_skip))
-    refused = refused_writes(work)
+    grading_changed = digests_changed(grading_before, grading_digests(profile, skip=report_dir))
 
     solution = nbformat.read(solution_notebooks()[submission.notebook], as_version=4)
-    points = exercise_points(solution)
     scores = gradebook_scores(course, submission.notebook, submission.student) if run["status"] == "graded" else {}
     autograded = course / "autograded" / submission.student / submission.notebook / f"{submission.notebook}.ipynb"
     executed = nbformat.read(autograded, as_version=4) if autograded.is_file() else None
     errors = cell_errors(executed) if executed is not None else []
     report = {
-        "notebook": submission.notebook,
-        "student": submission.student,
-        "submission": str(submission.path),
-        "profile": profile,
-        "status": run["status"],
-        "detail": run["detail"],
-        "seconds": run["seconds"],
-        "exercises": exercise_rows(points, scores, errors),
-        "errors": errors,
-        "refused writes": refused,
+        **report_header(submission, profile), "status": run["status"], "detail": run["detail"],
+        "seconds": run["seconds"], "exercises": exercise_rows(exercise_points(solution), scores, errors),
+        "errors": errors, "refused writes": refused_writes(work),
         "repository changes": {kind: names for kind, names in writes.items() if names},
+        "grading files changed": grading_changed,
         "checked outputs": (compare_checked_outputs(executed, reference)
                             if executed is not None and reference is not None else None),
         "metrics": reached_metrics(submission.notebook, root) if executed is not None else {},
     }
-    if refused:
-        report["detail"] = (f"It tried to write outside its working folder, into the repository: {len(refused)} "
-                            "write(s) refused (under 'refused writes'). " + report["detail"]).strip()
+    report["detail"] = " ".join([*warnings_of(report), report["detail"]]).strip()
+    if executed is not None:
+        shutil.copy2(autograded, report_dir / f"{submission.student}-{submission.notebook}.executed.ipynb")
+    return report
+
+
+def report_header(submission: Submission, profile: str) -> dict:
+    return {"notebook": submission.notebook, "student": submission.student, "submission": str(submission.path),
+            "profile": profile}
+
+
+def warnings_of(report: dict) -> list[str]:
+    """What the instructor must know before trusting the points."""
+    warnings = []
+    if report["grading files changed"]:
+        warnings.append(f"The grader's own files changed while it ran ({len(report['grading files changed'])}, "
+                        "under 'grading files changed'): they are rebuilt before the next submission.")
+    if report["refused writes"]:
+        warnings.append(f"It tried to write outside its working folder, into the repository: "
+                        f"{len(report['refused writes'])} write(s) refused (under 'refused writes').")
     if report["repository changes"]:
-        report["detail"] = ("The repository changed while it ran (under 'repository changes'; not undone: a shell "
-                            "command from a cell, or someone else working in the repository). "
-                            + report["detail"]).strip()
+        warnings.append("The repository changed while it ran (under 'repository changes'; not undone: a shell "
+                        "command from a cell, or someone else working in the repository).")
+    return warnings
+
+
+def grader_error_report(submission: Submission, profile: str, error: Exception) -> dict:
+    """The report of a submission the grader itself failed on: no points, and the error for the instructor."""
+    logger.exception("grading %s failed", submission.path)
+    return {**report_header(submission, profile), "status": "grader error",
+            "detail": f"The grader failed on this submission: {type(error).__name__}: {error}"[:2000],
+            "seconds": 0.0, "exercises": unscored_exercises(submission.notebook), "errors": [], "refused writes": [], "repository changes": {},
+            "grading files changed": [], "checked outputs": None, "metrics": {}}
+
+
+def unscored_exercises(notebook: str) -> list[dict]:
+    solution = nbformat.read(solution_notebooks()[notebook], as_version=4)
+    return exercise_rows(exercise_points(solution), {}, [])
+
+
+def write_report(report: dict, report_dir: Path) -> dict:
+    """Totals added; the report written as JSON and Markdown under ``report_dir``."""
     autograded_rows = [row for row in report["exercises"] if not row["hand-graded"]]
     report["score"] = sum(row["points"] or 0.0 for row in report["exercises"])
     report["max_score"] = sum(row["max points"] for row in report["exercises"])
     report["autograded score"] = sum(row["points"] or 0.0 for row in autograded_rows)
     report["autograded max_score"] = sum(row["max points"] for row in autograded_rows)
     report["awaiting hand grading"] = [row["exercise"] for row in report["exercises"] if row["points"] is None]
-    if executed is not None:
-        shutil.copy2(autograded, report_dir / f"{name}.executed.ipynb")
+    name = f"{report['student']}-{report['notebook']}"
     report["json"] = str(report_dir / f"{name}.json")
     Path(report["json"]).write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
     (report_dir / f"{name}.md").write_text(markdown_report(report))
-    shutil.rmtree(work, ignore_errors=True)
     return report
 
 
@@ -583,6 +801,9 @@ def markdown_report(report: dict) -> str:
                                           f"`{error['error']}`" for error in report["errors"]]
     if report["refused writes"]:
         lines += ["", "## Writes into the repository, refused", ""] + [f"- `{write}`" for write in report["refused writes"]]
+    if report["grading files changed"]:
+        lines += ["", "## The grader's own files changed while it ran", ""] + [
+            f"- `{name}`" for name in report["grading files changed"]]
     if report["repository changes"]:
         lines += ["", "## The repository changed while it ran", ""] + [
             f"- {kind}: {', '.join(names)}" for kind, names in report["repository changes"].items()]
@@ -601,23 +822,61 @@ def markdown_report(report: dict) -> str:
 
 
 def reference_key(notebook: str, profile: str) -> str:
-    """What the reference run depends on: the solution notebook, the helpers' code and the profile."""
-    digest = hashlib.sha256(profile.encode())
+    """Everything the reference run depends on: the solution notebook, the helpers' code, the profile, the sample,
+    the converted models, nbval's sanitize rules, Python and every installed library's version."""
+    from importlib.metadata import distributions
+
+    digest = hashlib.sha256(f"{profile}\n{sys.version}\n".encode())
     digest.update(solution_notebooks()[notebook].read_bytes())
-    for source in sorted((paths().root / "src" / "helpers").glob("*.py")):
+    root = paths().root
+    for source in sorted((root / "src" / "helpers").rglob("*.py")) + [paths().notebooks / "nbval_sanitize.cfg"]:
         digest.update(source.read_bytes())
+    for folder in (paths().data / "raw", paths().data / "models"):
+        digest.update(json.dumps(files_fingerprint(folder), sort_keys=True).encode())
+    versions = sorted(f"{dist.metadata['Name']}=={dist.version}" for dist in distributions())
+    digest.update("\n".join(versions).encode())
     return digest.hexdigest()
 
 
+def files_fingerprint(folder: Path) -> dict[str, str]:
+    """Path -> sha256 for small files; size and modification time for the large converted models (hashing 300 MB
+    before every submission would cost more than it guards: they are rebuilt, not edited)."""
+    fingerprint = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        info = path.stat()
+        fingerprint[str(path.relative_to(folder))] = (hashlib.sha256(path.read_bytes()).hexdigest()
+                                                       if info.st_size < 50_000_000
+                                                       else f"{info.st_size}:{info.st_mtime_ns}")
+    return fingerprint
+
+
+def reference_files(folder: Path, notebook: str) -> list[Path]:
+    return [folder / f"solution-{notebook}.json", folder / f"solution-{notebook}.executed.ipynb"]
+
+
+def reference_record(key: str, files: list[Path]) -> str:
+    """What the key file holds: the key, then each reference file's sha256 (so an edited reference is not used)."""
+    lines = [key] + [f"{hashlib.sha256(file.read_bytes()).hexdigest()}  {file.name}" for file in files]
+    return "\n".join(lines) + "\n"
+
+
+def reference_is_current(key_file: Path, key: str, files: list[Path]) -> bool:
+    if not (key_file.is_file() and all(file.is_file() for file in files)):
+        return False
+    return key_file.read_text() == reference_record(key, files)
+
+
 def reference_run(notebook: str, profile: str, cell_timeout: int, notebook_timeout: int) -> tuple[nbformat.NotebookNode, dict]:
-    """The solution notebook graded like a submission (cached per machine, profile and code): the outputs a
-    submission's checked cells are compared with, and the proof that the solution scores full marks."""
+    """The solution notebook graded like a submission (cached per machine, profile, code, data, models and library
+    versions, and checked by hash before each use): the outputs a submission's checked cells are compared with, and
+    the proof that the solution scores full marks."""
     folder = paths().outputs / "grading" / profile / "reference"
     folder.mkdir(parents=True, exist_ok=True)
-    key_file, report_file = folder / f"{notebook}.key", folder / f"solution-{notebook}.json"
-    executed_file = folder / f"solution-{notebook}.executed.ipynb"
+    key_file, (report_file, executed_file) = folder / f"{notebook}.key", reference_files(folder, notebook)
     key = reference_key(notebook, profile)
-    if not (key_file.is_file() and key_file.read_text() == key and executed_file.is_file()):
+    if not reference_is_current(key_file, key, [report_file, executed_file]):
+        for stale in [key_file, report_file, executed_file]:
+            stale.unlink(missing_ok=True)
         solution = Submission(solution_notebooks()[notebook], notebook, "solution")
         report = grade_submission(solution, folder, profile, cell_timeout, notebook_timeout)
         if report["status"] != "graded" or not executed_file.is_file():
@@ -627,7 +886,9 @@ def reference_run(notebook: str, profile: str, cell_timeout: int, notebook_timeo
             raise LabError(f"the solution of {notebook} does not pass its own tests on the {profile} profile "
                            f"({report['autograded score']:g}/{report['autograded max_score']:g}, errors: "
                            f"{report['errors']}); see {report_file}")
-        key_file.write_text(key)
+        key_file.write_text(reference_record(key, [report_file, executed_file]))
+        for file in [key_file, report_file, executed_file]:
+            file.chmod(0o444)
     return nbformat.read(executed_file, as_version=4), json.loads(report_file.read_text())
 
 
@@ -644,19 +905,30 @@ def grade(path: Path, report_dir: Path | None = None, profile: str = GRADE_PROFI
         raise LabError(f"{path}: no submission named like a course notebook")
     report_dir = Path(report_dir or (path.parent if path.is_file() else path) / REPORTS_DIR).resolve()
     report_dir.mkdir(parents=True, exist_ok=True)
-    ensure_prerequisites(profile)
-    reports = []
-    for submission in submissions:
-        reference, _ = reference_run(submission.notebook, profile, cell_timeout, notebook_timeout)
-        report = grade_submission(submission, report_dir, profile, cell_timeout, notebook_timeout, reference)
-        print(f"{submission.student} · {submission.notebook}: {report['score']:g}/{report['max_score']:g} "
-              f"({report['status']}, {report['seconds']} s) → {report['json']}")
-        reports.append(report)
+    checked_prerequisites(profile, refresh=True)
+    reports = [grade_one(submission, report_dir, profile, cell_timeout, notebook_timeout)
+               for submission in submissions]
     if path.is_dir():
         summary = write_summary(reports, report_dir / SUMMARY_FILE)
         print(f"summary of points per exercise: {summary}")
         return reports, write_summary_json(reports, report_dir / SUMMARY_JSON)
     return reports, Path(reports[-1]["json"])
+
+
+def grade_one(submission: Submission, report_dir: Path, profile: str, cell_timeout: int, notebook_timeout: int) -> dict:
+    """One submission of a batch, against checked prerequisites and reference; a failure is its report alone."""
+    try:
+        changed = checked_prerequisites(profile)
+        if changed:
+            print(f"the {profile} grading prerequisites had changed ({len(changed)} files): rebuilt before grading")
+        reference, _ = reference_run(submission.notebook, profile, cell_timeout, notebook_timeout)
+    except Exception as error:  # noqa: BLE001 - reported as this submission's grader error, the batch goes on
+        report = write_report(grader_error_report(submission, profile, error), report_dir)
+    else:
+        report = grade_submission(submission, report_dir, profile, cell_timeout, notebook_timeout, reference)
+    print(f"{submission.student} · {submission.notebook}: {report['score']:g}/{report['max_score']:g} "
+          f"({report['status']}, {report['seconds']} s) → {report['json']}")
+    return report
 
 
 def write_summary(reports: list[dict], target: Path) -> Path:
@@ -686,11 +958,32 @@ def write_summary_json(reports: list[dict], target: Path) -> Path:
     return target
 
 
+def print_progress(folder: Path) -> int:
+    """The progress table; non-zero when an exercise fails or has not run (nothing to hand in yet)."""
+    import pandas as pd
+
+    rows = exercise_progress(folder)
+    if not rows:
+        print(f"error: no executed course notebook with exercises in {folder}", file=sys.stderr)
+        return 1
+    table = pd.DataFrame(rows)
+    print(table.to_markdown(index=False))
+    counts = table["visible tests"].value_counts()
+    print(f"\n{counts.get('passes', 0)} of {len(table)} exercises pass their visible tests "
+          f"({counts.get('fails', 0)} fail, {counts.get('not run', 0)} not run); the hidden tests are your "
+          "instructor's.")
+    return 0 if counts.get("passes", 0) == len(table) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.lab", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     student = commands.add_parser("student", help="write the student versions (student/NN_*.ipynb)")
     student.add_argument("--out", type=Path, default=None)
+    releasing = commands.add_parser("release", help="write the student copy of the course to a new folder")
+    releasing.add_argument("destination", type=Path)
+    progress = commands.add_parser("progress", help="which exercises pass their visible tests (executed notebooks)")
+    progress.add_argument("folder", type=Path, nargs="?", default=None)
     grading = commands.add_parser("grade", help="grade a submitted notebook or a folder of them")
     grading.add_argument("submission", type=Path)
     grading.add_argument("--report-dir", type=Path, default=None)
@@ -703,6 +996,13 @@ def main(argv: list[str] | None = None) -> int:
             for written in write_student_versions(arguments.out):
                 print(f"wrote {written}")
             return 0
+        if arguments.command == "release":
+            made = write_release(arguments.destination)
+            print(f"wrote the student copy to {made['destination']}: {made['files']} files and the student "
+                  f"notebooks {', '.join(made['notebooks'])}")
+            return 0
+        if arguments.command == "progress":
+            return print_progress(arguments.folder or paths().notebooks)
         _, last = grade(arguments.submission, arguments.report_dir, arguments.profile, arguments.cell_timeout,
                         arguments.timeout)
     except (LabError, FileNotFoundError) as error:

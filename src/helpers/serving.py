@@ -19,6 +19,7 @@ import getpass
 import hashlib
 import json
 import logging
+import math
 import os
 import secrets
 import shutil
@@ -31,10 +32,12 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
+from queue import Empty, SimpleQueue
 from typing import Any, Literal, Protocol
 
 from helpers.config import PROFILES, Profile, active_profile, display_path, paths
@@ -62,6 +65,13 @@ class ServiceSettings:
     max_body_bytes: int = 64 * 1024
     max_title_chars: int = 500
     token_seconds: int = 8 * 3600
+    # Failed sign-ins counted over a sliding window, per user name (guessing one password) and per client address
+    # (trying many names); over either, 429 before any hashing.
+    sign_in_window_seconds: float = 60
+    sign_in_failures_per_name: int = 5
+    sign_in_failures_per_address: int = 20
+    # Argon2 takes ~50 ms and 64 MiB a check: a few at once, not one per thread of the pool on 2 cores.
+    password_checks_at_once: int = 2
 
     @property
     def max_tokens(self) -> int:
@@ -373,15 +383,6 @@ class GenerationQueue:
         with self._count_lock:
             self.admitted -= 1
 
-    def releaser(self):
-        """A function that releases this admission once, however often it is called."""
-        once = threading.Lock()
-
-        def release() -> None:
-            if once.acquire(blocking=False):
-                self.release()
-        return release
-
 
 # --- Training jobs ---------------------------------------------------------------------------------------------------
 
@@ -604,6 +605,80 @@ class BodyLimit:
         await self.app(scope, counted_receive, send)
 
 
+class FailureWindow:
+    """Failed sign-ins per key (a user name, a client address) over the last ``seconds``: a sliding window."""
+
+    # Past this many keys the expired ones are dropped: names sent by a guesser do not pile up without end.
+    SWEEP_ABOVE = 10_000
+
+    def __init__(self, limit: int, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit, self.seconds, self.clock = limit, seconds, clock
+        self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def retry_after(self, key: str) -> int:
+        """Whole seconds until ``key`` is under its limit again; 0 while it is."""
+        with self._lock:
+            failures = self._recent(key)
+            if len(failures) < self.limit:
+                return 0
+            # The failure whose leaving brings the count under the limit: the oldest, unless racing requests added more.
+            return max(1, math.ceil(failures[-self.limit] + self.seconds - self.clock()))
+
+    def add(self, key: str) -> None:
+        with self._lock:
+            if len(self._failures) > self.SWEEP_ABOVE:
+                for stale in list(self._failures):
+                    self._recent(stale)
+            self._failures.setdefault(key, deque()).append(self.clock())
+
+    def clear(self, key: str) -> None:
+        with self._lock:
+            self._failures.pop(key, None)
+
+    def _recent(self, key: str) -> deque[float]:
+        """The key's failures still inside the window; a key left with none is forgotten."""
+        failures = self._failures.get(key, deque())
+        while failures and failures[0] <= self.clock() - self.seconds:
+            failures.popleft()
+        if not failures:
+            self._failures.pop(key, None)
+        return failures
+
+
+class SignInGuard:
+    """What stands before argon2: too many recent failures for a name or an address, or too many checks running,
+    get 429 without hashing anything (each check costs ~50 ms of a core and 64 MiB)."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.names = FailureWindow(settings.sign_in_failures_per_name, settings.sign_in_window_seconds)
+        self.addresses = FailureWindow(settings.sign_in_failures_per_address, settings.sign_in_window_seconds)
+        self._checks = threading.BoundedSemaphore(settings.password_checks_at_once)
+
+    def refuse_if_throttled(self, name: str, address: str) -> None:
+        wait = max(self.names.retry_after(name), self.addresses.retry_after(address))
+        if wait:
+            raise ApiError(429, f"Too many failed sign-ins: retry in {wait} s.", "rate_limit_error",
+                           {"Retry-After": str(wait)})
+
+    @contextlib.contextmanager
+    def checking(self) -> Iterator[None]:
+        # Not waiting for a turn: a queue of checks would hold the thread pool's threads that answers need.
+        if not self._checks.acquire(blocking=False):
+            raise ApiError(429, "Too many sign-ins at once: retry shortly.", "rate_limit_error", {"Retry-After": "1"})
+        try:
+            yield
+        finally:
+            self._checks.release()
+
+    def failed(self, name: str, address: str) -> None:
+        self.names.add(name)
+        self.addresses.add(address)
+
+    def succeeded(self, name: str) -> None:
+        self.names.clear(name)  # the address keeps its count: one success does not excuse guessing other names
+
+
 def message_text(content) -> str:
     """A chat message's text: a string, or the text parts of a list of parts (OpenAI's two forms)."""
     if isinstance(content, str):
@@ -701,16 +776,106 @@ class TrainRequest(BaseModel):
     include_feedback: bool = True
 
 
-_END = object()
+@dataclass(frozen=True)
+class Finished:
+    """A streamed answer's last item: the whole answer (saved by then) and its prompt's length in tokens."""
+
+    answer: Any  # helpers.models.Answer
+    prompt_tokens: int
 
 
-async def in_thread_pool(events: Iterator[str]):
-    """A generator's items, each produced in the thread pool (generation blocks), closed however the response ends."""
+_CANCELLED = object()
+
+
+class StreamedGeneration:
+    """One streamed answer, generated to its end by a thread of its own whatever its reader does.
+
+    The thread holds the generation lock only while the backend generates, and puts each piece on an unbounded queue:
+    a reader that stops reading (its socket buffers full) does not keep the lock from the requests behind it. The
+    thread saves the answer itself (an answer nobody read is still there to be rated), frees the admission when it
+    ends, and always puts one last item: a Finished, an exception, or _CANCELLED. ``cancel()`` (the reader left)
+    stops it at its next piece.
+    """
+
+    def __init__(self, prepared: Prepared, max_tokens: int, backend: Backend, generating: threading.Lock,
+                 save: Callable[[Any], None], release: Callable[[], None]) -> None:
+        self.prepared, self.max_tokens, self.backend = prepared, max_tokens, backend
+        self.generating, self.save, self.release = generating, save, release
+        self.items: SimpleQueue = SimpleQueue()
+        self._cancelled = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="streamed-answer")
+
+    def start(self) -> StreamedGeneration:
+        self._thread.start()
+        return self
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    def _run(self) -> None:
+        last: Any = _CANCELLED
+        try:
+            outcome = self._generate()
+            if isinstance(outcome, Finished):  # saved before the last chunk: a client rating it at once finds it
+                self.save(outcome.answer)
+            last = outcome
+        except BaseException as error:  # raised again by the reader, where the response is written
+            last = error
+        finally:
+            self.release()
+            self.items.put(last)
+
+    def _generate(self) -> Finished | Exception | object:
+        from helpers.models import PromptTooLongError
+
+        with self.generating:
+            if self._cancelled.is_set():  # the reader left while this waited for its turn
+                return _CANCELLED
+            try:
+                stream = self.backend.stream(self.prepared, self.max_tokens)
+            except PromptTooLongError as error:
+                return error
+            try:
+                for piece in stream:
+                    if self._cancelled.is_set():
+                        return _CANCELLED
+                    self.items.put(piece)
+            finally:
+                stream.close()
+            return Finished(stream.answer, self.backend.count_tokens(self.prepared.prompt))
+
+
+async def next_item(items: SimpleQueue) -> Any:
+    import anyio
+
     try:
-        while (item := await run_in_threadpool(next, events, _END)) is not _END:
-            yield item
+        return items.get_nowait()  # the producer is usually ahead: no trip to the thread pool
+    except Empty:
+        # Abandoned if the client leaves: the reader's finally cancels the generation now, not after the next piece.
+        # The thread still returns, as the producer always puts a last item.
+        return await anyio.to_thread.run_sync(items.get, abandon_on_cancel=True)
+
+
+async def sse_events(generation: StreamedGeneration, answer_id: str, created: int) -> AsyncIterator[str]:
+    """The answer's Server-Sent Events as the producer thread hands its pieces over; cancels it however it ends."""
+    from helpers.models import PromptTooLongError
+
+    prepared = generation.prepared
+    try:
+        extra = {"sources": list(prepared.sources)} if prepared.model == "rag" else {}
+        yield sse(chunk(answer_id, created, prepared.model, {"role": "assistant", "content": ""}, **extra))
+        while isinstance(item := await next_item(generation.items), str):
+            yield sse(chunk(answer_id, created, prepared.model, {"content": item}))
+        if isinstance(item, PromptTooLongError):
+            yield sse({"error": {"message": str(item), "type": "invalid_request_error", "code": 422}})
+        elif isinstance(item, BaseException):
+            raise item
+        elif isinstance(item, Finished):
+            yield sse(chunk(answer_id, created, prepared.model, {}, item.answer.finish_reason,
+                            usage=usage(item.prompt_tokens, item.answer.new_tokens)))
+            yield sse("[DONE]")
     finally:
-        events.close()  # its finally frees the generation lock and the place in the queue now, not at garbage collection
+        generation.cancel()
 
 
 class ClosingStreamingResponse(StreamingResponse):
@@ -738,7 +903,10 @@ def create_app(settings: ServiceSettings, backend: Backend, job_command=training
         store.set_state("adapter", str(adapter))
 
     jobs = TrainingJobs(store, settings, serve_adapter, job_command)
-    app = FastAPI(title="Course service", summary="SmolLM2: foundation, fine-tuned and RAG, OpenAI-compatible")
+    guard = SignInGuard(settings)
+    # No public /docs, /redoc or /openapi.json: the schema is served below, to signed-in users only.
+    app = FastAPI(title="Course service", summary="SmolLM2: foundation, fine-tuned and RAG, OpenAI-compatible",
+                  docs_url=None, redoc_url=None, openapi_url=None)
     app.state.store, app.state.queue, app.state.jobs, app.state.backend = store, queue, jobs, backend
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
 
@@ -806,14 +974,24 @@ def create_app(settings: ServiceSettings, backend: Backend, job_command=training
             seconds = time.perf_counter() - started
             return answers, seconds, sum(backend.count_tokens(item.prompt) for item in prepared)
 
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi_schema(user: str = Depends(current_user)):
+        return app.openapi()
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page():
         return (resources.files("helpers") / "static" / "index.html").read_text()
 
     @app.post("/auth/token")
-    def sign_in(form: SignIn):
-        if not store.check_password(form.username, form.password):
+    def sign_in(form: SignIn, request: Request):
+        address = request.client.host if request.client else "unknown"
+        guard.refuse_if_throttled(form.username, address)
+        with guard.checking():
+            valid = store.check_password(form.username, form.password)
+        if not valid:
+            guard.failed(form.username, address)
             raise ApiError(401, "Unknown user name or wrong password.", "authentication_error")
+        guard.succeeded(form.username)
         token, expires = store.issue_token(form.username, settings.token_seconds)
         return {"access_token": token, "token_type": "bearer", "expires_in": settings.token_seconds,
                 "expires_at": int(expires)}
@@ -864,11 +1042,7 @@ def create_app(settings: ServiceSettings, backend: Backend, job_command=training
             raise
         answer_id, created = new_id("chatcmpl"), int(time.time())
         if request.stream:
-            release = queue.releaser()
-            events = streamed(prepared, max_tokens, answer_id, created, user, release)
-            weakref.finalize(events, release)  # a stream never started (closing it runs no finally) frees its place
-            return ClosingStreamingResponse(in_thread_pool(events), media_type="text/event-stream",
-                                            headers={"Cache-Control": "no-store"})
+            return streamed(prepared, max_tokens, answer_id, created, user)
         try:
             answers, seconds, prompt_tokens = await run_in_threadpool(generate, [prepared], max_tokens)
         finally:
@@ -885,41 +1059,25 @@ def create_app(settings: ServiceSettings, backend: Backend, job_command=training
         # What generation alone took: a client subtracts it from its latency to see what HTTP and the service add.
         return JSONResponse(body, headers={GENERATION_SECONDS_HEADER: f"{seconds:.4f}"})
 
-    def streamed(prepared: Prepared, max_tokens: int, answer_id: str, created: int, user: str,
-                 release) -> Iterator[str]:
-        """Each step runs in the thread pool (in_thread_pool); the generation lock is held while the answer is written."""
-        from helpers.models import PromptTooLongError
+    def streamed(prepared: Prepared, max_tokens: int, answer_id: str, created: int, user: str):
+        """Generation starts now in a thread of its own (StreamedGeneration); the response writes what it hands over."""
 
-        try:
-            with queue.generating:
-                extra = {"sources": list(prepared.sources)} if prepared.model == "rag" else {}
-                yield sse(chunk(answer_id, created, prepared.model, {"role": "assistant", "content": ""}, **extra))
-                try:
-                    stream = backend.stream(prepared, max_tokens)
-                except PromptTooLongError as error:
-                    yield sse({"error": {"message": str(error), "type": "invalid_request_error", "code": 422}})
-                    return
-                try:
-                    for piece in stream:
-                        yield sse(chunk(answer_id, created, prepared.model, {"content": piece}))
-                finally:
-                    stream.close()
-                answer = stream.answer
-                prompt_tokens = backend.count_tokens(prepared.prompt)
-            # Saved before the last chunk: a client that rates the answer as soon as the stream ends finds it.
+        def save(answer) -> None:
             store.save_answer(answer_id, user, prepared.model, prepared.product, answer.text, answer.finish_reason,
                               list(prepared.sources))
-            yield sse(chunk(answer_id, created, prepared.model, {}, answer.finish_reason,
-                            usage=usage(prompt_tokens, answer.new_tokens)))
-            yield sse("[DONE]")
-        finally:
-            release()
+
+        generation = StreamedGeneration(prepared, max_tokens, backend, queue.generating, save, queue.release).start()
+        events = sse_events(generation, answer_id, created)
+        weakref.finalize(events, generation.cancel)  # a response never started runs no finally: stop generating anyway
+        return ClosingStreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
     @app.post("/v1/feedback", status_code=201)
     def post_feedback(feedback: Feedback, user: str = Depends(current_user)):
-        if store.answer(feedback.answer_id) is None:
+        answer = store.answer(feedback.answer_id)
+        # Another user's answer reads as no answer: the reply does not confirm that an id exists.
+        if answer is None or answer["user"] != user:
             raise ApiError(404, f"No answer {feedback.answer_id!r}: feedback names the id of an answer this service "
-                                "gave.", "not_found")
+                                "gave you.", "not_found")
         correction = feedback.correction.strip() if feedback.correction else None
         feedback_id = store.add_feedback(feedback.answer_id, user, feedback.rating, correction or None)
         return {"id": feedback_id, "object": "feedback", "answer_id": feedback.answer_id}
@@ -930,8 +1088,9 @@ def create_app(settings: ServiceSettings, backend: Backend, job_command=training
 
     def current_instructor(user: str = Depends(current_user)) -> str:
         if not store.is_instructor(user):
-            raise ApiError(403, "Only an instructor starts or cancels training jobs: the new adapter serves everyone.",
-                           "permission_error")
+            # The message's start is what notebook 07's table of errors shows: keep it.
+            raise ApiError(403, "Only an instructor starts or cancels training jobs, or follows them: the new adapter "
+                                "serves everyone.", "permission_error")
         return user
 
     @app.post("/v1/train", status_code=202)
@@ -939,7 +1098,7 @@ def create_app(settings: ServiceSettings, backend: Backend, job_command=training
         return jobs.start(user, request.examples, request.include_feedback)
 
     @app.get("/v1/train/{job_id}")
-    def training_status(job_id: str, user: str = Depends(current_user)):
+    def training_status(job_id: str, user: str = Depends(current_instructor)):
         return jobs.describe(job_id)
 
     @app.delete("/v1/train/{job_id}")
