@@ -239,3 +239,41 @@ def test_every_system_is_set_against_both_baselines_where_it_loses_too():
     assert table.loc[("held-out", "foundation", "copy the top record"), "title facts"] == "-1.00 [-1.00, -1.00] worse"
     assert table.loc[("held-out", "grounded", "copy the top record"), "title facts"].endswith("no clear difference")
     assert table.loc[("held-out", "fine-tuned", "copy the top record"), "title facts"].startswith("-0.50 [")
+
+
+# --- The service's promotion gate ---------------------------------------------------------------------------------
+
+
+def promotion_case(products: int):
+    from helpers.models import Answer
+    from helpers.synthetic import Fact
+
+    records = [{"uid": f"u{i}", "product": f"Wooden Puzzle {i} (36 pieces)", "description": ""} for i in range(products)]
+    facts = {record["uid"]: (Fact("pieces", "36", True),) for record in records}
+    right = [Answer("A wooden puzzle with 36 pieces.", True, 8) for _ in records]
+    return records, facts, right, Answer
+
+
+def test_a_candidate_as_good_as_the_serving_adapter_is_promoted():
+    records, facts, right, _ = promotion_case(40)
+    check = evaluation.promotion_check(records, right, right, seed=1, facts=facts)
+    assert list(check["verdict"]) == ["not worse"] * len(evaluation.PROMOTION_METRICS)
+    assert evaluation.promotion_decision(check) == (True, "not worse than the serving adapter by more than 0.10 on "
+                                                    "any of invents, contradicts, title facts, stops")
+
+
+def test_a_candidate_that_invents_in_a_fifth_of_its_answers_is_refused_with_the_reason():
+    records, facts, right, Answer = promotion_case(40)
+    candidate = [Answer("A wooden puzzle with 120 pieces, ages 8-11.", True, 9) if i % 5 == 0 else answer
+                 for i, answer in enumerate(right)]
+    check = evaluation.promotion_check(records, right, candidate, seed=1, facts=facts).set_index("metric")
+    assert check.loc["invents", "verdict"] == "worse" and check.loc["invents", "difference"] == pytest.approx(0.2)
+    assert check.loc["stops", "verdict"] == "not worse"
+    promoted, reason = evaluation.promotion_decision(check.reset_index())
+    assert not promoted and "invents +0.20" in reason and "margin 0.10" in reason
+
+
+def test_too_few_products_are_not_judged_and_the_candidate_waits_for_an_instructor():
+    records, facts, right, _ = promotion_case(5)
+    promoted, reason = evaluation.promotion_decision(evaluation.promotion_check(records, right, right, 1, facts=facts))
+    assert not promoted and reason.startswith("too few products with facts to judge (5 < 30)")

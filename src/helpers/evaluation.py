@@ -663,3 +663,63 @@ def written_conclusion(differences: pd.DataFrame, targets: pd.DataFrame) -> str:
     if counts[NOT_STABLE] or counts[TOO_FEW]:
         summary += f"; {counts[NOT_STABLE] + counts[TOO_FEW]} not claimed"
     return " ".join(sentences + [summary + "."])
+
+
+# --- The service's promotion gate: a new adapter serves only if it is not worse ------------------------------------
+
+# What a shopper would check first, on products no adapter trained on: made-up specifics, contradictions, the title's
+# own facts, and answers that end. A candidate may be worse by at most the margin at its interval's worse end.
+PROMOTION_METRICS = ("invents", "contradicts", "title facts", "stops")
+PROMOTION_MARGIN = 0.10
+PROMOTION_PRODUCTS = MIN_PRODUCTS  # the held-out products checked: enough for an interval, a minute of generation
+
+
+def promotion_products(profile: Profile) -> list[dict]:
+    """The fixed set a candidate adapter is checked on: the first held-out evaluation products (never trained on)."""
+    return evaluation_samples(profile)["held-out"][:PROMOTION_PRODUCTS]
+
+
+def answer_metrics(records: Sequence[dict], answers: Sequence, facts: dict | None = None) -> pd.DataFrame:
+    """One row per answer: the promotion metrics (NaN for a product without facts)."""
+    facts = load_facts() if facts is None else facts
+    rows = []
+    for record, answer in zip(records, answers):
+        own = facts.get(record["uid"])
+        score = score_facts(answer.text, own, record["product"], record.get("description", "")) if own else None
+        rows.append({"invents": float(score.invents) if score else np.nan,
+                     "contradicts": float(score.contradicts) if score else np.nan,
+                     "title facts": score.title_fact_recall if score else np.nan,
+                     "stops": float(answer.stopped)})
+    return pd.DataFrame(rows, columns=list(PROMOTION_METRICS))
+
+
+def promotion_check(records: Sequence[dict], serving: Sequence, candidate: Sequence, seed: int,
+                    margin: float = PROMOTION_MARGIN, facts: dict | None = None) -> pd.DataFrame:
+    """Per metric: the serving and the candidate adapter's means on the same products, the difference (candidate −
+    serving) with its 95% paired interval, the interval's worse end and whether it stays within ``margin``
+    (non-inferiority). Fewer than MIN_PRODUCTS products with facts: no judgement ("too few products")."""
+    before, after = answer_metrics(records, serving, facts), answer_metrics(records, candidate, facts)
+    rows = []
+    for metric in PROMOTION_METRICS:
+        interval = paired_interval(before[metric], after[metric], seed)
+        worse_end = -interval.low if METRICS[metric] else interval.high
+        judged = interval.n >= MIN_PRODUCTS
+        rows.append({"metric": metric, "products": interval.n, "serving": before[metric].mean(),
+                     "candidate": after[metric].mean(), "difference": interval.mean, "low": interval.low,
+                     "high": interval.high, "worse by at most": worse_end,
+                     "verdict": ("not worse" if worse_end <= margin else "worse") if judged else TOO_FEW})
+    return pd.DataFrame(rows)
+
+
+def promotion_decision(check: pd.DataFrame, margin: float = PROMOTION_MARGIN) -> tuple[bool, str]:
+    """Promote or not, and why, in one sentence an instructor can act on."""
+    too_few = check[check["verdict"] == TOO_FEW]
+    if not too_few.empty:
+        return False, (f"too few products with facts to judge ({int(too_few['products'].min())} < {MIN_PRODUCTS}): "
+                       "it stays a candidate until an instructor promotes it")
+    worse = check[check["verdict"] == "worse"]
+    if worse.empty:
+        return True, f"not worse than the serving adapter by more than {margin:.2f} on any of {', '.join(check['metric'])}"
+    reasons = "; ".join(f"{row['metric']} {interval_text(row['difference'], row['low'], row['high'], signed=True)} "
+                        f"(worse by up to {row['worse by at most']:.2f})" for row in worse.to_dict("records"))
+    return False, f"worse than the serving adapter by more than the margin {margin:.2f}: {reasons}"

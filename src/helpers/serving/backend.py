@@ -1,0 +1,140 @@
+"""What generates the answers: ``Prepared`` (a request made ready to generate), the ``Backend`` protocol the service
+asks of the models, ``CourseBackend`` (the course's foundation model, its fine-tuned one and the RAG chain's
+retrieval, loaded once), ``backend_for`` (the real backend of a service's settings), and ``GenerationQueue`` (one
+generation at a time, a bounded number admitted)."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from helpers.config import Profile
+from helpers.serving.settings import ServiceSettings
+from helpers.serving.store import Store
+
+
+# --- Generation backends -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a request will generate from: the model's name, the prompt text, and (rag) its sources."""
+
+    model: str
+    product: str
+    prompt: str
+    sources: tuple[dict, ...] = ()
+
+
+class Backend(Protocol):
+    """What the service asks of the models. ``CourseBackend`` is the real one; tests pass a fake."""
+
+    def prepare(self, model: str, text: str) -> Prepared: ...
+
+    def prepare_raw(self, model: str, prompt: str) -> Prepared: ...
+
+    def complete(self, prepared: list[Prepared], max_tokens: int) -> list: ...  # helpers.models.Answer
+
+    def stream(self, prepared: Prepared, max_tokens: int): ...  # an iterable of text with .answer and .close()
+
+    def use_adapter(self, adapter: Path) -> None: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    @property
+    def adapter(self) -> Path | None: ...
+
+
+class CourseBackend:
+    """The foundation model, the fine-tuned one (base + LoRA adapter) and the RAG chain's retrieval, loaded once."""
+
+    def __init__(self, profile: Profile, adapter: Path | None = None) -> None:
+        from helpers.data import ensure_processed
+        from helpers.models import load_model
+        from helpers.retrieval import ensure_index, retrieval_step, retriever
+        from helpers.training import ensure_adapter
+
+        self.profile = profile
+        ensure_processed(profile, progress=False)
+        self._adapter = Path(adapter) if adapter else ensure_adapter(profile)
+        self.foundation = load_model(profile, verbose=False)
+        self.tuned = load_model(profile, self._adapter, verbose=False)
+        self.retrieval = retrieval_step(retriever(ensure_index(profile, progress=False), profile),
+                                        profile.context_words)
+
+    @property
+    def adapter(self) -> Path:
+        return self._adapter
+
+    def _model(self, name: str):
+        return self.foundation if name == "foundation" else self.tuned
+
+    def prepare(self, model: str, text: str) -> Prepared:
+        from helpers.prompts import format_prompt
+
+        if model != "rag":
+            return Prepared(model, text, format_prompt(text))
+        item = self.retrieval.invoke(text)
+        sources = tuple({"rank": rank, "title": document.metadata["title"], "uid": document.metadata["uid"]}
+                        for rank, document in enumerate(item["sources"], start=1))
+        return Prepared(model, text, item["prompt"], sources)
+
+    def prepare_raw(self, model: str, prompt: str) -> Prepared:
+        return Prepared(model, prompt, prompt)
+
+    def complete(self, prepared: list[Prepared], max_tokens: int) -> list:
+        from helpers.models import generate_answers
+
+        model, tokenizer = self._model(prepared[0].model)
+        return generate_answers(model, tokenizer, [item.prompt for item in prepared], self.profile,
+                                max_new_tokens=max_tokens, progress=False)
+
+    def stream(self, prepared: Prepared, max_tokens: int):
+        from helpers.models import TextStream, check_prompt_lengths
+
+        model, tokenizer = self._model(prepared.model)
+        check_prompt_lengths([len(tokenizer(prepared.prompt)["input_ids"])], max_tokens, self.profile)
+        return TextStream(model, tokenizer, prepared.prompt, self.profile, max_tokens)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.foundation[1](text)["input_ids"])
+
+    def use_adapter(self, adapter: Path) -> None:
+        """Serve another adapter: loaded beside the current one while answers go on, then swapped in with one
+        assignment (an answer being written keeps the model it started with)."""
+        from helpers.models import load_model
+
+        self.tuned = load_model(self.profile, adapter, verbose=False)
+        self._adapter = Path(adapter)
+
+
+def backend_for(settings: ServiceSettings) -> CourseBackend:
+    """The real models, serving the adapter of the last successful training job if there is one."""
+    served = Store(settings.database).get_state("adapter")
+    adapter = Path(served) if served and (Path(served) / "adapter_config.json").is_file() else None
+    return CourseBackend(settings.profile, adapter)
+
+
+# --- Admission: one generation at a time, a bounded number waiting -------------------------------------------------
+
+
+class GenerationQueue:
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.admitted = 0
+        self.rejected = 0
+        self._count_lock = threading.Lock()
+        self.generating = threading.Lock()
+
+    def admit(self) -> bool:
+        with self._count_lock:
+            if self.admitted >= self.capacity:
+                self.rejected += 1
+                return False
+            self.admitted += 1
+            return True
+
+    def release(self) -> None:
+        with self._count_lock:
+            self.admitted -= 1
