@@ -71,7 +71,8 @@ def http_request(client, title: str, max_tokens: int, stream: bool) -> dict:
         return {"ttft": ended - started, "latency": ended - started, "tokens": reply.usage.completion_tokens,
                 "text": reply.choices[0].message.content, "generation": generation}
     first, text, tokens = None, "", 0
-    for item in client.chat.completions.create(model=MODEL, messages=messages, max_tokens=max_tokens, stream=True):
+    for item in client.chat.completions.create(model=MODEL, messages=messages, max_tokens=max_tokens, stream=True,
+                                               stream_options={"include_usage": True}):
         if item.choices and item.choices[0].delta.content:
             first = first or time.perf_counter()
             text += item.choices[0].delta.content

@@ -483,6 +483,7 @@ def test_feedback_survives_a_restart_and_exports_as_training_records(tmp_path):
     assert [(row["answer_id"], row["rating"], row["correction"], row["product"]) for row in rows] == [
         (answer_id, -1, "A tutu for girls.", "Girls Ballet Tutu")]
     target = tmp_path / "feedback.jsonl"
+    serving.Store(settings.database).review_correction(rows[0]["id"], "approved", "alan")  # a student's: reviewed
     assert serving.export_feedback(serving.Store(settings.database), target) == 1
     assert [json.loads(line) for line in target.read_text().splitlines()] == [
         {"uid": f"feedback-{rows[0]['id']}", "product": "Girls Ballet Tutu", "description": "A tutu for girls."}]
@@ -507,6 +508,9 @@ FAKE_TRAINER = textwrap.dedent("""
     staging.mkdir()
     (staging / "adapter_config.json").write_text("{}")
     staging.replace(job / "adapter")
+    promoted = behaviour != "refused"
+    (job / "promotion.json").write_text(json.dumps({"promoted": promoted, "reason": "invents +0.20 [+0.10, +0.30]"
+                                                    if not promoted else "not worse", "check": []}))
 """)
 
 
@@ -563,6 +567,30 @@ def test_training_job_serves_its_adapter_only_when_it_succeeds(tmp_path, behavio
         assert chat(server.url, token).status_code == 200  # still serving
         assert httpx.get(server.url + "/v1/train/job-nope", headers=headers).status_code == 404
         assert httpx.post(server.url + "/v1/train", headers=headers, json={"examples": 10_000}).status_code == 422
+
+
+def test_a_job_the_gate_refuses_stays_a_candidate_until_an_instructor_promotes_it_and_can_be_rolled_back(tmp_path):
+    backend = FakeBackend()
+    app = serving.create_app(settings_for(tmp_path), backend, job_command=fake_job_command(tmp_path, "refused"))
+    app.state.store.add_user("bob", PASSWORD)
+    with running_as_ada(app, instructor=True) as (server, token):
+        headers = {"Authorization": f"Bearer {token}"}
+        started = httpx.post(server.url + "/v1/train", headers=headers, json={"examples": 8}).json()
+        assert (tmp_path / "service" / "jobs" / started["id"] / "serving.json").read_text() == (
+            '{"adapter": "outputs/adapters/initial"}\n')  # what the child compares its adapter with
+        job = wait_for_job(server.url, token, started["id"])
+        assert job["status"] == "candidate" and job["promotion"]["promoted"] is False
+        assert "invents" in job["promotion"]["reason"]
+        assert backend.adapter == Path("outputs/adapters/initial")  # still serving the old one
+        student = {"Authorization": f"Bearer {sign_in(server.url, 'bob', PASSWORD)}"}
+        assert httpx.post(f"{server.url}/v1/train/{job['id']}/promote", headers=student).status_code == 403
+        promoted = httpx.post(f"{server.url}/v1/train/{job['id']}/promote", headers=headers)
+        assert promoted.status_code == 200 and promoted.json()["status"] == "succeeded"
+        assert backend.adapter == tmp_path / "service" / "jobs" / job["id"] / "adapter"
+        back = httpx.post(server.url + "/v1/adapters/rollback", headers=headers)
+        assert back.status_code == 200 and backend.adapter == Path("outputs/adapters/initial")
+        assert app.state.store.get_state("adapter") == "outputs/adapters/initial"
+        assert httpx.post(f"{server.url}/v1/train/job-nope/promote", headers=headers).status_code == 404
 
 
 # --- The page, in a real browser -------------------------------------------------------------------------------------
@@ -633,12 +661,14 @@ def real_service(tmp_path_factory):
 
 @pytest.mark.slow
 def test_served_answers_are_the_in_process_answers(real_service):
-    from helpers.models import answer_products
+    from helpers.models import answer_products, load_model
 
     url, backend, token = real_service
     client = openai_client(url, token)
     title = "Girls Ballet Tutu Neon Blue"
-    for name, (model, tokenizer) in (("foundation", backend.foundation), ("fine-tuned", backend.tuned)):
+    # Each against its own, separately loaded model: the service's one copy, adapter off or on, answers alike.
+    for name, adapter in (("foundation", None), ("fine-tuned", backend.adapter)):
+        model, tokenizer = load_model(backend.profile, adapter, verbose=False)
         expected = answer_products(model, tokenizer, [title], backend.profile, progress=False)[0]
         reply = client.chat.completions.create(model=name, messages=[{"role": "user", "content": title}])
         assert reply.choices[0].message.content == expected.text
@@ -647,6 +677,35 @@ def test_served_answers_are_the_in_process_answers(real_service):
                                                   stream=True)
         pieces = [item.choices[0].delta.content or "" for item in streamed]
         assert "".join(pieces).strip() == expected.text and len([piece for piece in pieces if piece]) > 3
+
+
+@pytest.mark.slow
+def test_a_new_adapter_is_swapped_into_the_one_model_and_the_foundation_is_untouched(tmp_path):
+    import safetensors.torch
+
+    from helpers.models import answer_products, load_model
+    from helpers.training import ensure_adapter
+
+    profile = lab_profile()
+    backend = serving.CourseBackend(profile, ensure_adapter(profile))
+    title = "Girls Ballet Tutu Neon Blue"
+    foundation = backend.complete([backend.prepare("foundation", title)], profile.max_new_tokens)[0]
+    before = backend.complete([backend.prepare("fine-tuned", title)], profile.max_new_tokens)[0]
+    other = tmp_path / "other-adapter"  # the served adapter with its LoRA updates made five times larger
+    shutil.copytree(backend.adapter, other)
+    weights = safetensors.torch.load_file(other / "adapter_model.safetensors")
+    safetensors.torch.save_file({name: value * 5 if "lora_B" in name else value for name, value in weights.items()},
+                                other / "adapter_model.safetensors")
+    base_weights = {id(parameter) for name, parameter in backend.model.named_parameters() if "lora_" not in name}
+    backend.use_adapter(other)
+    assert backend.adapter == other and backend.model.active_adapter == "served-1"
+    assert list(backend.model.peft_config) == ["served-1"]  # the old adapter is gone, not kept beside
+    assert {id(parameter) for name, parameter in backend.model.named_parameters() if "lora_" not in name} == base_weights
+    model, tokenizer = load_model(profile, other, verbose=False)
+    expected = answer_products(model, tokenizer, [title], profile, progress=False)[0]
+    after = backend.complete([backend.prepare("fine-tuned", title)], profile.max_new_tokens)[0]
+    assert after == expected and after != before
+    assert backend.complete([backend.prepare("foundation", title)], profile.max_new_tokens)[0] == foundation
 
 
 @pytest.mark.slow

@@ -23,10 +23,14 @@ def create_app(settings: ServiceSettings, backend: Backend, job_command=training
     queue = GenerationQueue(settings.queue_capacity)
 
     def serve_adapter(adapter: Path) -> None:
-        backend.use_adapter(adapter)
+        previous = backend.adapter
+        with queue.generating:  # swapped between answers, never under one (the model is shared)
+            backend.use_adapter(adapter)
+        if previous is not None and Path(previous) != Path(adapter):
+            store.set_state("previous adapter", str(previous))  # what a rollback serves again
         store.set_state("adapter", str(adapter))
 
-    jobs = TrainingJobs(store, settings, serve_adapter, job_command)
+    jobs = TrainingJobs(store, settings, serve_adapter, job_command, current_adapter=lambda: backend.adapter)
     guard = SignInGuard(settings)
     # No public /docs, /redoc or /openapi.json: the schema is served by auth_router, to signed-in users only.
     app = FastAPI(title="Course service", summary="SmolLM2: foundation, fine-tuned and RAG, OpenAI-compatible",

@@ -1,6 +1,7 @@
 """Who may call the service: ``FailureWindow`` and ``SignInGuard`` (what stands before argon2 at sign-in), and the
-FastAPI security dependencies ``current_user`` (a bearer token or API key, checked against the app's store) and
-``current_instructor`` (a user who may start, follow and cancel training jobs)."""
+FastAPI security dependencies ``current_credential`` and ``current_user`` (a bearer token or API key, checked against
+the app's store), ``current_instructor`` (a user who may start, follow and cancel training jobs) and
+``instructor_only`` (the same check, saying what else only an instructor does)."""
 from __future__ import annotations
 
 import contextlib
@@ -97,16 +98,24 @@ bearer = HTTPBearer(auto_error=False, description="A token from POST /auth/token
                                                   "(python -m helpers.serving apikey NAME).")
 
 
-def current_user(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> str:
+def current_credential(request: Request,
+                       credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> dict:
+    """The request's working credential: {"user", "kind" ("token" or "key"), "id" (a key's), "secret"}; else 401
+    (none, unknown, expired, revoked, or a deleted user's)."""
     unauthorized = {"WWW-Authenticate": "Bearer"}
     if credentials is None:  # no header, another scheme, or no credential after "Bearer"
         raise ApiError(401, "Sign in first: send Authorization: Bearer <token or API key>.", "authentication_error",
                        unauthorized)
-    user = request.app.state.store.user_for(credentials.credentials)
-    if user is None:
+    found = request.app.state.store.credential(credentials.credentials)
+    if found is None:
+        # Notebook 07's table of errors shows this message ("a wrong token"): keep it.
         raise ApiError(401, "The token or API key is invalid or has expired: sign in again.",
                        "authentication_error", unauthorized)
-    return user
+    return {**found, "secret": credentials.credentials}
+
+
+def current_user(credential: dict = Depends(current_credential)) -> str:
+    return credential["user"]
 
 
 def current_instructor(request: Request, user: str = Depends(current_user)) -> str:
@@ -115,3 +124,15 @@ def current_instructor(request: Request, user: str = Depends(current_user)) -> s
         raise ApiError(403, "Only an instructor starts or cancels training jobs, or follows them: the new adapter "
                             "serves everyone.", "permission_error")
     return user
+
+
+def instructor_only(doing: str) -> Callable[..., str]:
+    """A dependency like ``current_instructor`` whose 403 says what only an instructor does: "Only an instructor
+    {doing}." (accounts: deleting users, reviewing corrections)."""
+
+    def instructor(request: Request, user: str = Depends(current_user)) -> str:
+        if not request.app.state.store.is_instructor(user):
+            raise ApiError(403, f"Only an instructor {doing}.", "permission_error")
+        return user
+
+    return instructor

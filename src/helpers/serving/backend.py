@@ -4,6 +4,8 @@ retrieval, loaded once), ``backend_for`` (the real backend of a service's settin
 generation at a time, a bounded number admitted)."""
 from __future__ import annotations
 
+import contextlib
+
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +49,13 @@ class Backend(Protocol):
 
 
 class CourseBackend:
-    """The foundation model, the fine-tuned one (base + LoRA adapter) and the RAG chain's retrieval, loaded once."""
+    """One copy of the base model with the served LoRA adapter on it, and the RAG chain's retrieval, loaded once.
+
+    ``foundation`` answers with the adapter switched off (PEFT's ``disable_adapter``, which Unsloth's fast paths
+    honour: the answers equal a separately loaded base model's, ``tests/test_serving.py``); ``fine-tuned`` and ``rag``
+    with it on. A new adapter is loaded into the same model and the old one deleted: the base weights are never
+    loaded twice. Every call runs under the service's generation lock (one generation at a time), swaps included.
+    """
 
     def __init__(self, profile: Profile, adapter: Path | None = None) -> None:
         from helpers.data import ensure_processed
@@ -58,8 +66,8 @@ class CourseBackend:
         self.profile = profile
         ensure_processed(profile, progress=False)
         self._adapter = Path(adapter) if adapter else ensure_adapter(profile)
-        self.foundation = load_model(profile, verbose=False)
-        self.tuned = load_model(profile, self._adapter, verbose=False)
+        self.model, self.tokenizer = load_model(profile, self._adapter, verbose=False)
+        self._swaps = 0
         self.retrieval = retrieval_step(retriever(ensure_index(profile, progress=False), profile),
                                         profile.context_words)
 
@@ -67,8 +75,9 @@ class CourseBackend:
     def adapter(self) -> Path:
         return self._adapter
 
-    def _model(self, name: str):
-        return self.foundation if name == "foundation" else self.tuned
+    def _adapter_for(self, name: str):
+        """The context an answer of model ``name`` is generated in: the adapter off for the foundation model."""
+        return self.model.disable_adapter() if name == "foundation" else contextlib.nullcontext()
 
     def prepare(self, model: str, text: str) -> Prepared:
         from helpers.prompts import format_prompt
@@ -86,27 +95,61 @@ class CourseBackend:
     def complete(self, prepared: list[Prepared], max_tokens: int) -> list:
         from helpers.models import generate_answers
 
-        model, tokenizer = self._model(prepared[0].model)
-        return generate_answers(model, tokenizer, [item.prompt for item in prepared], self.profile,
-                                max_new_tokens=max_tokens, progress=False)
+        with self._adapter_for(prepared[0].model):
+            return generate_answers(self.model, self.tokenizer, [item.prompt for item in prepared], self.profile,
+                                    max_new_tokens=max_tokens, progress=False)
 
     def stream(self, prepared: Prepared, max_tokens: int):
         from helpers.models import TextStream, check_prompt_lengths
 
-        model, tokenizer = self._model(prepared.model)
-        check_prompt_lengths([len(tokenizer(prepared.prompt)["input_ids"])], max_tokens, self.profile)
-        return TextStream(model, tokenizer, prepared.prompt, self.profile, max_tokens)
+        check_prompt_lengths([self.count_tokens(prepared.prompt)], max_tokens, self.profile)
+        return SwitchedStream(self._adapter_for(prepared.model),
+                              lambda: TextStream(self.model, self.tokenizer, prepared.prompt, self.profile, max_tokens))
 
     def count_tokens(self, text: str) -> int:
-        return len(self.foundation[1](text)["input_ids"])
+        return len(self.tokenizer(text)["input_ids"])
 
     def use_adapter(self, adapter: Path) -> None:
-        """Serve another adapter: loaded beside the current one while answers go on, then swapped in with one
-        assignment (an answer being written keeps the model it started with)."""
-        from helpers.models import load_model
-
-        self.tuned = load_model(self.profile, adapter, verbose=False)
+        """Serve another adapter: loaded into the same model under a new name, made active, the old one deleted
+        (about half a second for the course's adapter). Called under the generation lock."""
+        old = self.model.active_adapter
+        self._swaps += 1
+        name = f"served-{self._swaps}"
+        self.model.load_adapter(str(adapter), adapter_name=name)
+        self.model.set_adapter(name)
+        self.model.delete_adapter(old)
         self._adapter = Path(adapter)
+
+
+class SwitchedStream:
+    """A TextStream generated inside ``switch`` (the adapter off, for the foundation model) from its start until it
+    ends or is closed."""
+
+    def __init__(self, switch, start) -> None:
+        self._switch = switch
+        switch.__enter__()
+        try:
+            self._stream = start()
+        except BaseException:
+            switch.__exit__(None, None, None)
+            raise
+        self._open = True
+
+    @property
+    def answer(self):
+        return self._stream.answer
+
+    def __iter__(self):
+        try:
+            yield from self._stream
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._stream.close()  # waits for the generation thread: the switch is undone after the last token
+        if self._open:
+            self._open = False
+            self._switch.__exit__(None, None, None)
 
 
 def backend_for(settings: ServiceSettings) -> CourseBackend:

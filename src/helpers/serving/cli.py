@@ -1,11 +1,14 @@
-"""The command line, ``python -m helpers.serving serve|adduser|apikey|export-feedback|train-job``: ``main`` parses it,
-``serve`` runs the service under uvicorn, ``settings_from`` and ``read_password`` read what the commands need."""
+"""The command line, ``python -m helpers.serving serve|adduser|apikey|deluser|role|export-feedback|train-job``:
+``main`` parses it, ``serve`` runs the service under uvicorn, ``account_command`` does the commands on users, keys and
+feedback, ``settings_from`` and ``read_password`` read what the commands need. ``adduser`` refuses an existing name
+unless ``--reset-password`` (which keeps the role); only ``role`` changes a role."""
 from __future__ import annotations
 
 import argparse
 import getpass
 import importlib
 import sys
+import time
 from pathlib import Path
 
 from helpers.config import PROFILES, active_profile, display_path
@@ -64,8 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.serving", description=package_summary())
     commands = parser.add_subparsers(dest="command", required=True)
     for name, summary in (("serve", "start the service"), ("adduser", "add a user (password from standard input)"),
-                          ("apikey", "print a new API key for a user"),
-                          ("export-feedback", "write the corrections as training records (JSON lines)"),
+                          ("apikey", "print a new API key for a user (its expiry on standard error)"),
+                          ("deluser", "delete a user: their tokens and keys stop working, their feedback stays"),
+                          ("role", "make a user an instructor or a student"),
+                          ("export-feedback", "write the approved corrections as training records (JSON lines)"),
                           ("train-job", "(internal) the child process of a training job")):
         command = commands.add_parser(name, help=summary)
         command.add_argument("--profile", choices=sorted(PROFILES), default=None)
@@ -74,9 +79,14 @@ def main(argv: list[str] | None = None) -> int:
         if name == "serve":
             command.add_argument("--host", default="127.0.0.1")
             command.add_argument("--port", type=int, default=8000)
-        if name in ("adduser", "apikey"):
+        if name in ("adduser", "apikey", "deluser", "role"):
             command.add_argument("name")
+        if name == "role":
+            command.add_argument("role", choices=("instructor", "student"))
         if name == "adduser":
+            command.add_argument("--reset-password", action="store_true",
+                                 help="set a new password of an existing user, keeping their role (without it, "
+                                      "adduser refuses an existing name)")
             command.add_argument("--instructor", action="store_true",
                                  help="may start and cancel training jobs (their adapter serves every user)")
         if name == "export-feedback":
@@ -94,20 +104,46 @@ def main(argv: list[str] | None = None) -> int:
                                Path(args.feedback) if args.feedback else None))
         return 0
     store = Store(settings.database)
+    try:
+        return account_command(args, store, settings)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def account_command(args, store: Store, settings: ServiceSettings) -> int:
+    """adduser, apikey, deluser, role and export-feedback; a ValueError is the command's error message."""
     if args.command == "adduser":
+        # Before the password is asked for: an existing name needs --reset-password, which keeps the role.
+        existing = store.check_name(args.name, exists=True if args.reset_password else False)
+        if args.instructor and existing is not None and not existing["instructor"]:
+            raise ValueError(f"--reset-password keeps the role: python -m helpers.serving role {args.name} "
+                             "instructor makes them an instructor.")
         password = read_password(args.name)
         if not password:
             print("error: empty password (give it on standard input)", file=sys.stderr)
             return 1
-        store.add_user(args.name, password, args.instructor)
+        if args.reset_password:
+            instructor = store.add_user(args.name, password, exists=True)
+            print(f"password of {args.name} ({'instructor' if instructor else 'student'}) reset in "
+                  f"{display_path(settings.database)}: their tokens and API keys no longer work")
+            return 0
+        store.add_user(args.name, password, args.instructor, exists=False)
         role = "instructor" if args.instructor else "student"
         print(f"user {args.name} ({role}) saved in {display_path(settings.database)}")
     elif args.command == "apikey":
-        try:
-            print(store.add_api_key(args.name))
-        except ValueError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 1
+        key = store.create_api_key(args.name, settings.api_key_days)
+        print(key["key"])  # alone on standard output: KEY=$(python -m helpers.serving apikey NAME)
+        expires = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(key["expires"]))
+        print(f"key {key['id']} (ending {key['last4']}) expires {expires} (api_key_days={settings.api_key_days:g})",
+              file=sys.stderr)
+    elif args.command == "deluser":
+        store.delete_user(args.name)
+        print(f"user {args.name} deleted from {display_path(settings.database)}: their tokens and API keys no longer "
+              "work; their answers and feedback stay")
+    elif args.command == "role":
+        store.set_role(args.name, args.role == "instructor")
+        print(f"user {args.name} ({args.role}) saved in {display_path(settings.database)}")
     elif args.command == "export-feedback":
         target = Path(args.output) if args.output else settings.data_dir / "feedback.jsonl"
         count = export_feedback(store, target)

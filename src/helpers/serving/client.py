@@ -190,6 +190,14 @@ class CourseClient:
     def cancel(self, job_id: str) -> dict:
         return self.http.delete(f"/v1/train/{job_id}").raise_for_status().json()
 
+    def promote(self, job_id: str) -> dict:
+        """Serve a job's adapter on purpose (instructors), whatever its promotion check said."""
+        return self.http.post(f"/v1/train/{job_id}/promote").raise_for_status().json()
+
+    def rollback(self) -> dict:
+        """Serve again the adapter that served before the last swap (instructors)."""
+        return self.http.post("/v1/adapters/rollback").raise_for_status().json()
+
     def watch(self, job_id: str, poll_seconds: float = 1.0) -> dict:
         """Polls the job until it ends, with a bar over its optimizer steps."""
         from helpers.quiet import progress
@@ -215,7 +223,30 @@ def job_summary(job: dict):
     return pd.DataFrame({"value": {"status": job["status"], "training records": job["examples"],
                                    "plus corrections from feedback": job["feedback_examples"],
                                    "optimizer steps": f"{job['step']} of {job['max_steps']}",
+                                   "promotion gate": gate_outcome(job.get("promotion")),
                                    "error": job["error"] or "none"}}).rename_axis("training job")
+
+
+def gate_outcome(promotion: dict | None) -> str:
+    if not promotion:
+        return "not checked"
+    return "passed: serves" if promotion["promoted"] else "refused: stays a candidate"
+
+
+def promotion_table(job: dict):
+    """The promotion check of a job: per metric, the serving and the new adapter's means on the same held-out
+    products, the difference with its 95% paired interval, and the verdict against the margin."""
+    import pandas as pd
+
+    from helpers.evaluation import interval_text
+
+    rows = (job.get("promotion") or {}).get("check") or []
+    return pd.DataFrame([{"metric": row["metric"], "products": row["products"], "serving": round(row["serving"], 2),
+                          "candidate": round(row["candidate"], 2),
+                          "difference [95% CI]": interval_text(row["difference"], row["low"], row["high"], signed=True),
+                          "verdict": row["verdict"]} for row in rows],
+                        columns=["metric", "products", "serving", "candidate", "difference [95% CI]", "verdict"]
+                        ).set_index("metric")
 
 
 def sources_table(reply):

@@ -5,6 +5,7 @@ only if it succeeds; ``training_job_command`` is the child's command line (``pyt
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -38,8 +39,10 @@ class TrainingJobs:
     folder is either whole or absent. ``command`` builds the child's command line (tests pass a fake trainer).
     """
 
-    def __init__(self, store: Store, settings: ServiceSettings, on_success, command=training_job_command) -> None:
+    def __init__(self, store: Store, settings: ServiceSettings, on_success, command=training_job_command,
+                 current_adapter=lambda: None) -> None:
         self.store, self.settings, self.on_success, self.command = store, settings, on_success, command
+        self.current_adapter = current_adapter
         self._lock = threading.Lock()
         self._processes: dict[str, subprocess.Popen] = {}
         self._cancelled: set[str] = set()
@@ -64,6 +67,9 @@ class TrainingJobs:
                 feedback = folder / "feedback.jsonl"
                 export_feedback(self.store, feedback)
             self.store.add_job(job_id, user, examples, len(records))
+            # What the promotion check compares the new adapter with: the one serving when the job starts.
+            serving = self.current_adapter()
+            (folder / SERVING_FILE).write_text(json.dumps({"adapter": str(serving) if serving else None}) + "\n")
             try:
                 with open(folder / "job.log", "wb") as log:
                     process = subprocess.Popen(self.command(folder, examples, self.settings.profile, feedback),
@@ -82,6 +88,9 @@ class TrainingJobs:
         if job_id in self._cancelled:
             self.store.update_job(job_id, status="cancelled", finished=time.time())
         elif code == 0 and (adapter / "adapter_config.json").is_file():
+            if not read_promotion(self.job_dir(job_id)).get("promoted"):  # the gate said no: a candidate, not served
+                self.store.update_job(job_id, status="candidate", adapter=str(adapter), finished=time.time())
+                return
             try:
                 self.on_success(adapter)
             except Exception as error:  # the adapter does not load: keep serving the old one, say why
@@ -107,6 +116,25 @@ class TrainingJobs:
             time.sleep(0.05)
         return self.describe(job_id)
 
+    def promote(self, job_id: str) -> dict:
+        """Serve a job's adapter on purpose (an instructor overruling the gate, or going back to an earlier job)."""
+        job = self.store.job(job_id)
+        if job is None:
+            raise ApiError(404, f"No training job {job_id!r}.", "not_found")
+        if job["status"] not in ("candidate", "succeeded") or not job["adapter"]:
+            raise ApiError(409, f"Job {job_id} has no adapter to serve (status {job['status']}).", "conflict")
+        self.on_success(Path(job["adapter"]))
+        self.store.update_job(job_id, status="succeeded")
+        return self.describe(job_id)
+
+    def rollback(self) -> dict:
+        """Serve the adapter that served before the last swap again."""
+        previous = self.store.get_state("previous adapter")
+        if not previous:
+            raise ApiError(409, "No earlier adapter to go back to: this service has served only one.", "conflict")
+        self.on_success(Path(previous))
+        return {"object": "adapter", "adapter": display_path(Path(previous))}
+
     def describe(self, job_id: str) -> dict:
         job = self.store.job(job_id)
         if job is None:
@@ -116,11 +144,21 @@ class TrainingJobs:
         return {"id": job_id, "object": "training.job", "status": job["status"], "examples": job["examples"],
                 "feedback_examples": job["feedback_examples"], "step": progress.get("step", 0),
                 "max_steps": progress.get("max_steps"), "loss": progress.get("loss"), "adapter": adapter,
-                "error": job["error"]}
+                "error": job["error"], "promotion": read_promotion(self.job_dir(job_id)) or None}
 
     def stop_all(self) -> None:
         for job_id in list(self._processes):
             self.cancel(job_id)
+
+
+SERVING_FILE = "serving.json"
+PROMOTION_FILE = "promotion.json"
+
+
+def read_promotion(job_dir: Path) -> dict:
+    """The job's promotion report ({} if none was written: a job that failed, or a trainer without the check)."""
+    path = job_dir / PROMOTION_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def read_progress(path: Path) -> dict:
@@ -195,4 +233,50 @@ def run_training_job(job_dir: Path, examples: int, profile: Profile, feedback: P
     (staging / "job.json").write_text(json.dumps({"examples": examples, "feedback_examples": len(records) - examples,
                                                   "profile": profile.name}) + "\n")
     replace_folder(staging, job_dir / "adapter")
+    del trainer, model
+    write_promotion_report(job_dir, profile)
     return job_dir / "adapter"
+
+
+def write_promotion_report(job_dir: Path, profile: Profile) -> dict:
+    """The promotion gate, in the job's process: the new adapter and the one serving answer the same held-out
+    products (helpers.evaluation.promotion_products, never trained on), and their facts are compared with a
+    non-inferiority margin. The serving adapter's answers are cached beside the jobs, by adapter and products."""
+    from helpers.evaluation import PROMOTION_MARGIN, promotion_check, promotion_decision, promotion_products
+
+    products = promotion_products(profile)
+    serving = json.loads((job_dir / SERVING_FILE).read_text())["adapter"] if (job_dir / SERVING_FILE).is_file() else None
+    if serving is None:
+        report = {"promoted": True, "reason": "no adapter was serving: the first one serves", "check": []}
+    else:
+        before = cached_answers(Path(serving), products, profile, job_dir.parent / ".promotion-answers")
+        after = adapter_answers(job_dir / "adapter", products, profile)
+        check = promotion_check(products, before, after, profile.seed)
+        promoted, reason = promotion_decision(check)
+        report = {"promoted": promoted, "reason": reason, "margin": PROMOTION_MARGIN, "products": len(products),
+                  "serving adapter": display_path(Path(serving)), "check": check.to_dict("records")}
+    write_json_atomically(job_dir / PROMOTION_FILE, report)
+    return report
+
+
+def adapter_answers(adapter: Path, products: list[dict], profile: Profile) -> list:
+    from helpers.models import answer_products, load_model
+
+    model, tokenizer = load_model(profile, adapter, verbose=False)
+    return answer_products(model, tokenizer, [record["product"] for record in products], profile, progress=False)
+
+
+def cached_answers(adapter: Path, products: list[dict], profile: Profile, cache: Path) -> list:
+    """The serving adapter's answers to ``products``: generated once per adapter (its weights' hash), profile and
+    products, then read back."""
+    from helpers.models import Answer
+
+    key = hashlib.sha256((adapter / "adapter_model.safetensors").read_bytes() + profile.name.encode()
+                         + " ".join(record["uid"] for record in products).encode()).hexdigest()[:24]
+    path = cache / f"{key}.json"
+    if path.is_file():
+        return [Answer(**answer) for answer in json.loads(path.read_text())]
+    answers = adapter_answers(adapter, products, profile)
+    cache.mkdir(parents=True, exist_ok=True)
+    write_json_atomically(path, [vars(answer) for answer in answers])
+    return answers

@@ -1,5 +1,5 @@
 """What the service says over HTTP, in OpenAI's shapes: ``ApiError`` and the exception handlers that answer every
-error as {"error": {"message", "type", "code"}}, ``BodyLimit`` (413 for a body over the limit), the request bodies
+error as {"error": {"message", "type", "param", "code"}}, ``BodyLimit`` (413 for a body over the limit), the request bodies
 (pydantic models), and the pieces of a completion: ids, chunks, usage, Server-Sent Events and reading them back
 (``parse_sse``, ``assemble_stream``)."""
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,17 +20,22 @@ from helpers.serving.settings import MAX_JOB_EXAMPLES, logger
 
 
 class ApiError(Exception):
-    """An error answered in OpenAI's shape: {"error": {"message", "type", "code"}}."""
+    """An error answered in OpenAI's shape: {"error": {"message", "type", "param", "code"}}, ``param`` the request
+    field at fault (or None) and ``code`` the HTTP status; the official client raises the status's exception class."""
 
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", headers: dict | None = None):
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", headers: dict | None = None,
+                 param: str | None = None):
         super().__init__(message)
-        self.status, self.message, self.kind, self.headers = status, message, kind, headers
+        self.status, self.message, self.kind, self.headers, self.param = status, message, kind, headers, param
+
+    @property
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.status}}
 
     def response(self):
         from fastapi.responses import JSONResponse
 
-        return JSONResponse({"error": {"message": self.message, "type": self.kind, "code": self.status}},
-                            status_code=self.status, headers=self.headers)
+        return JSONResponse(self.body, status_code=self.status, headers=self.headers)
 
 
 class BodyLimit:
@@ -72,9 +77,23 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
 
-def chunk(answer_id: str, created: int, model: str, delta: dict, finish_reason: str | None = None, **extra) -> dict:
-    return {"id": answer_id, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}], **extra}
+def system_fingerprint(profile_name: str) -> str:
+    """What OpenAI's ``system_fingerprint`` says here: the profile (model, quantization) and greedy decoding."""
+    return f"course-{profile_name}-greedy"
+
+
+def chunk(answer_id: str, created: int, model: str, delta: dict, finish_reason: str | None = None,
+          fingerprint: str | None = None, **extra) -> dict:
+    """One ``chat.completion.chunk``; ``fingerprint`` (OpenAI's ``system_fingerprint``) where one is given."""
+    head = {"id": answer_id, "object": "chat.completion.chunk", "created": created, "model": model}
+    if fingerprint is not None:
+        head["system_fingerprint"] = fingerprint
+    return {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}], **extra}
+
+
+def usage_chunk(answer_id: str, created: int, model: str, fingerprint: str | None, counted: dict) -> dict:
+    """The extra last chunk of a stream asked with ``stream_options: {"include_usage": true}``: no choices."""
+    return {**chunk(answer_id, created, model, {}, fingerprint=fingerprint), "choices": [], "usage": counted}
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict:
@@ -123,23 +142,46 @@ class Message(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list | None = None
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool = Field(False, description="An extra last chunk with no choices and the request's usage; the "
+                                                   "other chunks then carry usage: null.")
+
+# Fields both completion routes take as OpenAI does. Unknown fields are accepted and ignored (extra="allow").
+STOP = Field(None, description="Up to 4 sequences: the answer ends before the first one written (finish_reason "
+                               "\"stop\"); a stream sends no text after it.")
+SEED = Field(None, description="Accepted as OpenAI accepts it; decoding is greedy, so the seed changes nothing.")
+N = Field(None, ge=1, description="1 only: greedy decoding writes the same answer every time (n > 1 gets 400).")
+TEMPERATURE = Field(None, description="Accepted and ignored: decoding is greedy.")
+
 class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
     model: str
     messages: list[Message] = Field(min_length=1)
     stream: bool = False
+    stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = None
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = STOP
+    seed: int | None = SEED
+    n: int | None = N
+    temperature: float | None = TEMPERATURE
 
 class CompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
     model: str
     prompt: str | list[str]
     max_tokens: int | None = Field(None, ge=1)
-    stop: str | list[str] | None = None
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = STOP
     stream: Literal[False] = False
-    temperature: float | None = None
+    seed: int | None = SEED
+    n: int | None = N
+    temperature: float | None = TEMPERATURE
+
+
+def stop_sequences(stop: str | list[str] | None) -> tuple[str, ...]:
+    """A request's stop sequences as a tuple, empty ones left out (they would stop before anything)."""
+    return tuple(sequence for sequence in ([stop] if isinstance(stop, str) else stop or ()) if sequence)
 
 class Feedback(BaseModel):
     answer_id: str
@@ -160,7 +202,10 @@ async def api_error(request, error: ApiError):
 
 async def invalid_request(request, error: RequestValidationError):
     problems = "; ".join(f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in error.errors())
-    return ApiError(422, f"Malformed request: {problems}").response()
+    # OpenAI's param: the request's field at fault (the first one, after "body"); None for a body that is not JSON.
+    location = tuple((error.errors() or [{"loc": ()}])[0]["loc"])
+    param = location[1] if len(location) > 1 and isinstance(location[1], str) else None
+    return ApiError(422, f"Malformed request: {problems}", param=param).response()
 
 
 async def http_error(request, error: HTTPException):

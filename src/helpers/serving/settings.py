@@ -13,7 +13,8 @@ from helpers.config import Profile, paths
 MODELS = ("foundation", "fine-tuned", "rag")
 GENERATION_SECONDS_HEADER = "x-generation-seconds"
 API_KEY_PREFIX = "sk-course-"
-JOB_STATES_FINISHED = ("succeeded", "failed", "cancelled")
+# A "candidate" finished training but the promotion gate kept it from serving (an instructor may promote it).
+JOB_STATES_FINISHED = ("succeeded", "candidate", "failed", "cancelled")
 logger = logging.getLogger("helpers.serving")
 
 MAX_JOB_EXAMPLES = 160  # a job on 2 cores: about the course's own fine-tune (160 examples, ~8 minutes)
@@ -35,6 +36,8 @@ class ServiceSettings:
     max_body_bytes: int = 64 * 1024
     max_title_chars: int = 500
     token_seconds: int = 8 * 3600
+    # An API key (POST /v1/keys, python -m helpers.serving apikey) works this many days, then gets 401.
+    api_key_days: float = 90
     # Failed sign-ins counted over a sliding window, per user name (guessing one password) and per client address
     # (trying many names); over either, 429 before any hashing.
     sign_in_window_seconds: float = 60
