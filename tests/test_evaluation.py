@@ -258,7 +258,7 @@ def test_a_candidate_as_good_as_the_serving_adapter_is_promoted():
     records, facts, right, _ = promotion_case(40)
     check = evaluation.promotion_check(records, right, right, seed=1, facts=facts)
     assert list(check["verdict"]) == ["not worse"] * len(evaluation.PROMOTION_METRICS)
-    assert evaluation.promotion_decision(check) == (True, "not worse than the serving adapter by more than 0.10 on "
+    assert evaluation.promotion_decision(check) == (True, "not worse than the serving adapter by more than 0.15 on "
                                                     "any of invents, contradicts, title facts, stops")
 
 
@@ -270,7 +270,7 @@ def test_a_candidate_that_invents_in_a_fifth_of_its_answers_is_refused_with_the_
     assert check.loc["invents", "verdict"] == "worse" and check.loc["invents", "difference"] == pytest.approx(0.2)
     assert check.loc["stops", "verdict"] == "not worse"
     promoted, reason = evaluation.promotion_decision(check.reset_index())
-    assert not promoted and "invents +0.20" in reason and "margin 0.10" in reason
+    assert not promoted and "invents +0.20" in reason and "margin 0.15" in reason
 
 
 def test_too_few_products_are_not_judged_and_the_candidate_waits_for_an_instructor():
