@@ -277,3 +277,17 @@ def test_too_few_products_are_not_judged_and_the_candidate_waits_for_an_instruct
     records, facts, right, _ = promotion_case(5)
     promoted, reason = evaluation.promotion_decision(evaluation.promotion_check(records, right, right, 1, facts=facts))
     assert not promoted and reason.startswith("too few products with facts to judge (5 < 30)")
+
+
+def test_the_promotion_products_leave_out_what_the_job_trained_on(monkeypatch):
+    held_out = [{"uid": f"u{i}", "product": f"Product {i}"} for i in range(60)]
+    monkeypatch.setattr(evaluation, "evaluation_samples", lambda profile: {"held-out": held_out})
+    products = evaluation.promotion_products(config.lab_profile(), trained_titles=["Product 0", "Product 7"])
+    assert len(products) == evaluation.PROMOTION_PRODUCTS
+    assert {"Product 0", "Product 7"}.isdisjoint(record["product"] for record in products)
+
+
+def test_an_interval_end_shown_as_the_margin_is_within_it():
+    records, facts, right, Answer = promotion_case(40)
+    check = evaluation.promotion_check(records, right, right, seed=1, facts=facts, margin=0.0)
+    assert set(check["verdict"]) == {"not worse"} and set(check["better"]) == {"lower", "higher"}

@@ -416,7 +416,7 @@ def test_progress_says_which_exercises_pass_fail_or_have_not_run(student_version
 # --- Grading for real ----------------------------------------------------------------------------------------------
 
 
-# Grading a notebook for real runs all of it in a fresh kernel: all seven, solution and student version, take about 20
+# Grading a notebook for real runs all of it in a fresh kernel: all seven, solution and student version, take tens of
 # minutes on 2 cores. `make test` grades the solutions of the cheapest notebook and of the newest (07, which starts
 # the service inside the grader), and the student version of the cheapest; the tests above read every notebook, and
 # nbval runs every solution's visible and hidden tests. COURSE_LAB_FULL=1 grades all seven, both ways.

@@ -678,9 +678,12 @@ PROMOTION_MARGIN = 0.15
 PROMOTION_PRODUCTS = 40
 
 
-def promotion_products(profile: Profile) -> list[dict]:
-    """The fixed set a candidate adapter is checked on: the first held-out evaluation products (never trained on)."""
-    return evaluation_samples(profile)["held-out"][:PROMOTION_PRODUCTS]
+def promotion_products(profile: Profile, trained_titles: Sequence[str] = ()) -> list[dict]:
+    """The fixed set a candidate adapter is checked on: the first held-out evaluation products, less any that the
+    job trained on (a correction may name a held-out product), so that none was trained on."""
+    trained = set(trained_titles)
+    return [record for record in evaluation_samples(profile)["held-out"]
+            if record["product"] not in trained][:PROMOTION_PRODUCTS]
 
 
 def answer_metrics(records: Sequence[dict], answers: Sequence, facts: dict | None = None) -> pd.DataFrame:
@@ -708,10 +711,12 @@ def promotion_check(records: Sequence[dict], serving: Sequence, candidate: Seque
         interval = paired_interval(before[metric], after[metric], seed)
         worse_end = -interval.low if METRICS[metric] else interval.high
         judged = interval.n >= MIN_PRODUCTS
-        rows.append({"metric": metric, "products": interval.n, "serving": before[metric].mean(),
+        rows.append({"metric": metric, "better": "higher" if METRICS[metric] else "lower", "products": interval.n,
+                     "serving": before[metric].mean(),
                      "candidate": after[metric].mean(), "difference": interval.mean, "low": interval.low,
                      "high": interval.high, "worse by at most": worse_end,
-                     "verdict": ("not worse" if worse_end <= margin else "worse") if judged else TOO_FEW})
+                     # rounded as shown: an interval end printed as the margin is within it
+                     "verdict": ("not worse" if round(worse_end, 6) <= margin else "worse") if judged else TOO_FEW})
     return pd.DataFrame(rows)
 
 

@@ -141,7 +141,7 @@ def fresh_folder(folder: Path) -> Path:
 
 # --- The client side: what notebook 07 and the page call besides the OpenAI routes ----------------------------------
 
-DEMO_JOB_EXAMPLES = 8  # notebook 07's job: with one correction, 5 steps of the cpu profile, ~1.5 min on 2 cores
+DEMO_JOB_EXAMPLES = 8  # notebook 07's job: with one correction, 5 steps of the cpu profile; ~3.5 min on 2 cores with the gate
 
 
 def notebook_data_dir(profile: Profile) -> Path:
@@ -241,11 +241,13 @@ def promotion_table(job: dict):
     from helpers.evaluation import interval_text
 
     rows = (job.get("promotion") or {}).get("check") or []
-    return pd.DataFrame([{"metric": row["metric"], "products": row["products"], "serving": round(row["serving"], 2),
+    return pd.DataFrame([{"metric": row["metric"], "better": row.get("better", ""), "products": row["products"],
+                          "serving": round(row["serving"], 2),
                           "candidate": round(row["candidate"], 2),
                           "difference [95% CI]": interval_text(row["difference"], row["low"], row["high"], signed=True),
                           "verdict": row["verdict"]} for row in rows],
-                        columns=["metric", "products", "serving", "candidate", "difference [95% CI]", "verdict"]
+                        columns=["metric", "better", "products", "serving", "candidate", "difference [95% CI]",
+                                 "verdict"]
                         ).set_index("metric")
 
 

@@ -244,7 +244,9 @@ def write_promotion_report(job_dir: Path, profile: Profile) -> dict:
     non-inferiority margin. The serving adapter's answers are cached beside the jobs, by adapter and products."""
     from helpers.evaluation import PROMOTION_MARGIN, promotion_check, promotion_decision, promotion_products
 
-    products = promotion_products(profile)
+    feedback = job_dir / "feedback.jsonl"
+    corrected = [json.loads(line)["product"] for line in feedback.read_text().splitlines()] if feedback.is_file() else []
+    products = promotion_products(profile, corrected)
     serving = json.loads((job_dir / SERVING_FILE).read_text())["adapter"] if (job_dir / SERVING_FILE).is_file() else None
     if serving is None:
         report = {"promoted": True, "reason": "no adapter was serving: the first one serves", "check": []}
