@@ -14,7 +14,7 @@ WAL mode. Command line: ``python -m helpers.serving serve|adduser|apikey|deluser
 
 The package, in dependency order: ``settings`` (limits and constants), ``store`` (SQLite), ``protocol`` (OpenAI's
 shapes and errors), ``auth`` (sign-in guard, security dependencies), ``backend`` (the models, admission), ``streaming``
-(streamed answers), ``jobs`` (training jobs), ``accounts`` (keys, users, reviewed corrections: their routers),
+(streamed answers), ``jobs`` (training jobs), ``state`` (what a route gets from the app's state), ``accounts`` (keys, users, reviewed corrections: their routers),
 ``routes`` (the routers), ``app`` (``create_app``), ``client`` (running
 and calling the service: tests, benchmarks, notebook 07) and ``cli`` (the command line). This module re-exports what
 is used as ``helpers.serving.X``; the routers are imported from ``helpers.serving.routes`` (``create_app`` imports

@@ -11,11 +11,12 @@ from __future__ import annotations
 import time
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 
 from helpers.serving.auth import current_credential, current_user, instructor_only
 from helpers.serving.protocol import ApiError
 from helpers.serving.settings import ServiceSettings
+from helpers.serving.state import Settings, StoreDep
 from helpers.serving.store import Store
 
 
@@ -49,16 +50,6 @@ def check_correction(settings: ServiceSettings, generating, backend, product: st
 # --- Dependencies ----------------------------------------------------------------------------------------------------
 
 
-async def app_store(request: Request) -> Store:
-    return request.app.state.store
-
-
-async def app_settings(request: Request) -> ServiceSettings:
-    return request.app.state.settings
-
-
-StoreDep = Annotated[Store, Depends(app_store)]
-Settings = Annotated[ServiceSettings, Depends(app_settings)]
 User = Annotated[str, Depends(current_user)]
 Credential = Annotated[dict, Depends(current_credential)]
 UserManager = Annotated[str, Depends(instructor_only("deletes users"))]

@@ -3,7 +3,7 @@
 ``feedback_router``, ``jobs_router`` (training jobs, instructors only) and ``status_router``; ``ROUTERS`` adds those
 of ``accounts`` (keys, signing out, deleting users, reviewing corrections). A route takes what it
 needs from ``request.app.state`` (the settings, store, queue, jobs, backend and sign-in guard that ``create_app`` puts
-there) through the small dependencies below, and its user from the security dependencies of ``auth``."""
+there) through the dependencies of ``state``, and its user from the security dependencies of ``auth``."""
 from __future__ import annotations
 
 import time
@@ -16,49 +16,14 @@ from starlette.concurrency import run_in_threadpool
 
 from helpers.config import display_path
 from helpers.serving import accounts
-from helpers.serving.auth import SignInGuard, current_instructor, current_user
+from helpers.serving.auth import current_instructor, current_user
 from helpers.serving.backend import Backend, GenerationQueue, Prepared
-from helpers.serving.jobs import TrainingJobs
 from helpers.serving.protocol import (ApiError, ChatRequest, CompletionRequest, Feedback, SignIn, TrainRequest,
                                       message_text, new_id, stop_sequences, system_fingerprint, usage)
 from helpers.serving.settings import GENERATION_SECONDS_HEADER, MODELS, ServiceSettings
-from helpers.serving.store import Store
+from helpers.serving.state import BackendDep, Guard, Jobs, Queue, Settings, StoreDep
 from helpers.serving.streaming import answer_cut_at_stop, streamed
 
-
-# --- What a route gets from the app's state ----------------------------------------------------------------------
-
-
-async def app_settings(request: Request) -> ServiceSettings:
-    return request.app.state.settings
-
-
-async def app_store(request: Request) -> Store:
-    return request.app.state.store
-
-
-async def app_queue(request: Request) -> GenerationQueue:
-    return request.app.state.queue
-
-
-async def app_jobs(request: Request) -> TrainingJobs:
-    return request.app.state.jobs
-
-
-async def app_backend(request: Request) -> Backend:
-    return request.app.state.backend
-
-
-async def app_guard(request: Request) -> SignInGuard:
-    return request.app.state.guard
-
-
-Settings = Annotated[ServiceSettings, Depends(app_settings)]
-StoreDep = Annotated[Store, Depends(app_store)]
-Queue = Annotated[GenerationQueue, Depends(app_queue)]
-Jobs = Annotated[TrainingJobs, Depends(app_jobs)]
-BackendDep = Annotated[Backend, Depends(app_backend)]
-Guard = Annotated[SignInGuard, Depends(app_guard)]
 User = Annotated[str, Depends(current_user)]
 Instructor = Annotated[str, Depends(current_instructor)]
 
