@@ -14,6 +14,8 @@
 #   make grade SUBMISSION=path   grade a submitted notebook, or a folder of them (one sub-folder per student);
 #                 reports (JSON + Markdown, and summary.csv for a folder) go to graded/ beside it, or to REPORTS=dir;
 #                 GRADE_ARGS="--cell-timeout S --timeout S --profile NAME" passes options to python -m helpers.lab grade
+#   make docs     the course site (docs/), built offline from the committed, executed notebooks (never re-executed) with
+#                 Sphinx, MyST-NB and sphinx-book-theme into docs/_build/html (open its index.html); warnings are errors
 # The environment everything runs in is the one scripts/setup.sh chooses (COURSE_ENV, VENV, an active conda
 # environment other than base, else .venv; see the script's header). It is asked here once, so the set-up and every
 # recipe below use the same python and jupyter. COURSE_ENV and VENV may be given on the command line or exported.
@@ -25,7 +27,7 @@ export PYTHONHASHSEED := 0
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup course test unit nbval progress bench serve student release grade clean-outputs
+.PHONY: setup course test unit nbval progress bench serve student release grade docs clean-outputs
 
 setup:
 	@COURSE_ENV='$(COURSE_ENV)' VENV='$(VENV)' bash scripts/setup.sh
@@ -75,6 +77,12 @@ grade: setup
 	@if [ -z "$(SUBMISSION)" ]; then \
 		echo "usage: make grade SUBMISSION=path/to/NN_name.ipynb (or a folder of them) [REPORTS=dir]" >&2; exit 2; fi
 	$(BIN)/python -m helpers.lab grade "$(SUBMISSION)" $(if $(REPORTS),--report-dir "$(REPORTS)") $(GRADE_ARGS)
+
+# The repository root is the source folder (-c docs: the configuration), so the notebooks are read where they are.
+# -E: a fresh build every time, so that a warning is never hidden by a page left over from the build before.
+docs: setup
+	$(BIN)/python -m sphinx -W --keep-going -n -E -b html -c docs . docs/_build/html
+	@echo "== course site: open docs/_build/html/index.html"
 
 clean-outputs:
 	rm -rf outputs/processed outputs/adapters outputs/chroma

@@ -1,7 +1,10 @@
 """Fixtures shared across test files."""
 import pytest
 
-from helpers.config import cpu_profile
+from helpers.config import active_profile, cpu_profile, prepare_environment
+
+# Before any test module imports torch: the environment every notebook's first cell sets (helpers.config).
+prepare_environment(active_profile(verbose=False))
 
 
 @pytest.fixture(scope="session")

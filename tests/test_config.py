@@ -72,12 +72,13 @@ OFFLINE_PROBE = """
 import sys, torch
 torch.cuda.is_available = lambda: {cuda}
 import os, helpers
+helpers.config.active_profile(verbose=False)
 print(os.environ.get("HF_HUB_OFFLINE", "unset"))
 """
 
 
 def hub_offline_after_import(profile_variable: str | None, cuda: bool) -> str:
-    """HF_HUB_OFFLINE as `import helpers` leaves it in a fresh process, CUDA faked present or absent."""
+    """HF_HUB_OFFLINE as the active profile leaves it in a fresh process, CUDA faked present or absent."""
     import os
     import subprocess
     import sys
@@ -114,7 +115,7 @@ def test_a_local_gpu_model_keeps_the_gpu_profile_offline(monkeypatch):
 def test_cpu_numerics_are_pinned_before_torch_is_imported():
     import os
 
-    # helpers was imported (conftest) before torch: Unsloth's float32 path and the AVX2 kernels on every CPU.
+    # conftest set the active profile's environment before torch: Unsloth's float32 path and the AVX2 kernels.
     for name, value in config.CPU_NUMERICS.items():
         assert os.environ[name] == value
 

@@ -1,7 +1,7 @@
 import pytest
 
 from helpers.config import ALPACA_INSTRUCTION
-from helpers.prompts import Catalogue, extract_response, format_prompt, format_training_text
+from helpers.prompts import Catalogue, format_prompt, format_training_text
 
 
 def test_prompt_is_the_reference_alpaca_layout_up_to_the_response():
@@ -40,21 +40,6 @@ def test_training_text_is_the_inference_prompt_plus_description_and_eos():
 def test_bad_input_is_refused_with_a_clear_error(product, description, eos):
     with pytest.raises(ValueError):
         format_training_text(product, description, eos)
-
-
-def test_extract_response_drops_the_echoed_prompt_and_the_end_of_text_token():
-    # What the reference printed: prompt and answer decoded together, "<|end_of_text|>" at the end.
-    decoded = "<|begin_of_text|>" + format_prompt("Mog's Kittens") + "A board book about Mog.<|end_of_text|>"
-    assert extract_response(decoded) == "A board book about Mog."
-
-
-def test_extract_response_cuts_at_the_first_special_token():
-    assert extract_response("Ballet tutu for girls.<|im_end|><|endoftext|><|endoftext|>") == "Ballet tutu for girls."
-    assert extract_response("<|im_start|> Poems.<|im_end|>\nmore") == "Poems."
-
-
-def test_extract_response_keeps_an_answer_without_special_tokens_whole():
-    assert extract_response("  It is a loop. It is a loop.\n") == "It is a loop. It is a loop."
 
 
 def test_generated_text_keeps_what_precedes_a_self_written_response_marker():

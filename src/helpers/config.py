@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import platform
+import shutil
+import sys
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from functools import cache
 from pathlib import Path
@@ -23,7 +27,21 @@ DEMO_PRODUCTS = (
 )
 LORA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
-# One numeric path on every x86 CPU, set before torch is imported (``import helpers`` does it; a variable already
+# What the libraries read from the environment when they are imported, for every profile: no telemetry, no library
+# progress bars (the course shows its own), no tokenizer threads fighting the 2 training cores.
+LIBRARY_ENVIRONMENT = {
+    "ANONYMIZED_TELEMETRY": "False",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "UNSLOTH_DISABLE_STATISTICS": "1",
+}
+# The profiles that pin CPU_NUMERICS (on x86 only): the ones whose checked outputs must reproduce on every CPU.
+PINNED_NUMERICS_PROFILES = ("cpu", "lab")
+X86_MACHINES = ("x86_64", "amd64", "i386", "i686")
+
+# One numeric path on every x86 CPU, set before torch is imported (``prepare_environment``; a variable already
 # set in the shell wins). Unsloth's CPU loader computes in bfloat16 only on CPUs with AVX512-BF16 or AMX and in
 # float32 elsewhere, so the same notebook gave other answers on an AVX2 laptop: float32 everywhere. The other
 # three keep PyTorch, oneDNN and MKL on the AVX2 kernels a laptop has, instead of AVX-512 ones where present.
@@ -77,18 +95,25 @@ FACTS_USED_MARGIN = 0.20
 NOT_STABLE = "not stable across runs"
 
 
-def _find_repo_root() -> Path:
+class CourseRepositoryNotFound(RuntimeError):
+    """The helpers run outside a clone of the course: there is no data/, notebooks/ or outputs/ to work with."""
+
+
+def _find_repo_root(package_file: Path = Path(__file__), cwd: Path | None = None) -> Path:
     """The repo root: $COURSE_ROOT, else the folder above src/ of this (editable) install, else cwd upwards."""
     if os.environ.get(ROOT_ENV_VAR):
         return Path(os.environ[ROOT_ENV_VAR]).resolve()
-    package_root = Path(__file__).resolve().parents[2]
+    package_root = package_file.resolve().parents[2]
     if (package_root / "pyproject.toml").is_file() and (package_root / "src" / "helpers").is_dir():
         return package_root
-    for candidate in [Path.cwd(), *Path.cwd().parents]:
+    cwd = cwd or Path.cwd()
+    for candidate in [cwd, *cwd.parents]:
         if (candidate / "src" / "helpers").is_dir():
             return candidate
-    raise RuntimeError(
-        f"Cannot find the course repository. Install it with `pip install -e .` or set {ROOT_ENV_VAR}."
+    raise CourseRepositoryNotFound(
+        f"helpers: no course repository here ({cwd}, nor above it), and the helpers installed at "
+        f"{package_file.resolve().parent} are not an editable install inside one. Run from a clone of the course "
+        f"(make setup installs the helpers with pip install -e .), or set {ROOT_ENV_VAR}=/path/to/the/clone."
     )
 
 
@@ -349,7 +374,14 @@ def lab_profile() -> Profile:
 PROFILES = {"cpu": cpu_profile, "gpu": gpu_profile, "lab": lab_profile}
 
 
+def nvidia_driver_present() -> bool:
+    """Whether this machine has an NVIDIA driver, asked without importing torch (which takes seconds)."""
+    return Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None
+
+
 def cuda_available() -> bool:
+    if "torch" not in sys.modules and not nvidia_driver_present():
+        return False
     try:
         import torch
     except ImportError:
@@ -366,14 +398,57 @@ def profile_name_from_environment() -> str:
     return "gpu" if cuda_available() else "cpu"
 
 
-def profile_models_are_local() -> bool:
-    """Whether the profile this process will use needs no model hub (decides HF_HUB_OFFLINE at import)."""
-    return PROFILES[profile_name_from_environment()]().models_are_local
+def pins_cpu_numerics(profile: Profile) -> bool:
+    return profile.name in PINNED_NUMERICS_PROFILES and platform.machine().lower() in X86_MACHINES
+
+
+def profile_environment(profile: Profile) -> dict[str, str]:
+    """The variables ``prepare_environment`` sets for this profile on this machine."""
+    environment = dict(LIBRARY_ENVIRONMENT)
+    if profile.models_are_local:
+        environment["HF_HUB_OFFLINE"] = "1"  # offline exactly when the models are local: the gpu profile downloads
+    if pins_cpu_numerics(profile):
+        environment.update(CPU_NUMERICS)
+    return environment
+
+
+def prepare_environment(profile: Profile) -> None:
+    """Set what the libraries read on import for this profile, before they are imported: the one place that does.
+
+    ``active_profile`` calls it, and so does ``helpers.models`` (for the active profile) before it imports Unsloth
+    and torch, so a script that never asked for a profile gets the same numerics. A variable already set in the
+    shell wins. Idempotent; if torch was imported before the CPU numerics could be set, a warning says the run will
+    not reproduce the committed outputs (restart the kernel and run the first cell first).
+    """
+    from helpers.quiet import silence_named_warnings_in_notebooks
+
+    missing = {name: value for name, value in profile_environment(profile).items() if name not in os.environ}
+    os.environ.update(missing)
+    if "torch" in sys.modules and missing.keys() & CPU_NUMERICS.keys():
+        warnings.warn(
+            "torch was imported before the course's profile set its CPU numerics "
+            f"({', '.join(sorted(missing.keys() & CPU_NUMERICS.keys()))}): this process computes on this CPU's own "
+            "kernels and may not reproduce the committed outputs. Restart the kernel and run the notebook's first "
+            "cell (helpers.config.active_profile()) before anything imports torch.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    silence_named_warnings_in_notebooks()
 
 
 def active_profile(verbose: bool = True) -> Profile:
-    """The profile for this machine: $COURSE_PROFILE if set, else gpu with CUDA, else cpu."""
+    """The profile for this machine: $COURSE_PROFILE if set, else gpu with CUDA, else cpu; its environment set."""
     profile = PROFILES[profile_name_from_environment()]()
+    prepare_environment(profile)
     if verbose:
         print(f"profile: {profile.summary()}")
     return profile
+
+
+def clears(room: float, margin: float, yes: str, no: str) -> str:
+    """``yes`` when ``room`` (how far a number lies on the right side of its line) is at least ``margin``, ``no``
+    when it lies that far on the wrong side, NOT_STABLE in between. With no margin, a number on the line holds."""
+    room = round(room, 6)  # shares of 60 answers: 6/60 - 0.10 is not exactly zero in floating point
+    if margin == 0:
+        return yes if room >= 0 else no
+    return yes if room >= margin else no if room <= -margin else NOT_STABLE

@@ -32,18 +32,24 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import scipy.stats
 
-from helpers.config import CROSS_RUN_MARGIN, DEMO_PRODUCTS, NOT_STABLE, TARGET_MARGINS, Profile, paths
+from helpers.config import CROSS_RUN_MARGIN, DEMO_PRODUCTS, NOT_STABLE, TARGET_MARGINS, Profile, clears, paths
 from helpers.data import evaluation_samples
 from helpers.facts import FactScore, describe, score_facts
-from helpers.models import clears, failure_modes
-from helpers.retrieval import (CourseModel, catalogue_record, load_embeddings, retrieval_step, retriever,
-                               styled_text_table)
 from helpers.synthetic import load_facts
+
+if TYPE_CHECKING:
+    from helpers.retrieval import CourseModel
+
+# The statistics below import no model library: `import helpers.evaluation` for bootstrap_interval or the promotion
+# decision does not load Unsloth, torch or transformers (tests/test_imports.py). The functions that answer with the
+# systems or embed their answers import helpers.models or helpers.retrieval where they run: those stages load the
+# models, Unsloth first.
 
 SYSTEMS = ("foundation", "fine-tuned", "RAG (ungated)", "grounded")
 BASELINES = ("copy the top record", "title only")
@@ -130,6 +136,8 @@ def embedding_cosine(predictions: Sequence[str], references: Sequence[str], embe
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
     if not predictions:
         return []
+    from helpers.retrieval import load_embeddings
+
     vectors = load_embeddings(embedding_model).embed_documents([*predictions, *references])
     answers, targets = np.asarray(vectors[: len(predictions)]), np.asarray(vectors[len(predictions) :])
     # The embeddings are normalised, so the dot product is the cosine.
@@ -218,6 +226,7 @@ def run_comparison(profile: Profile, store, sets: dict[str, list[dict]] | None =
     from helpers.data import load_processed
     from helpers.models import generate, load_model
     from helpers.prompts import format_prompt
+    from helpers.retrieval import CourseModel, retrieval_step, retriever
     from helpers.training import ensure_adapter
 
     sets = sets or evaluation_sets(profile)
@@ -267,6 +276,8 @@ def fact_scores(answers: pd.DataFrame, facts: dict | None = None) -> list[FactSc
 def score_answers(answers: pd.DataFrame, embedding_model: str, facts: dict | None = None) -> pd.DataFrame:
     """Every metric of every answer. Fact metrics are NaN for a product without facts; form metrics are NaN for a
     baseline (nothing was generated)."""
+    from helpers.models import failure_modes
+
     scored = answers.copy()
     scores = fact_scores(scored, facts)
     rows = list(scored.itertuples(index=False))
@@ -625,6 +636,8 @@ def side_by_side(answers: pd.DataFrame, set_name: str, products: int | None = No
 
 
 def styled_side_by_side(table: pd.DataFrame, uuid: str = "side_by_side"):
+    from helpers.retrieval import styled_text_table
+
     return styled_text_table(table, uuid=uuid)
 
 

@@ -134,7 +134,8 @@ RELEASE_NOTE = """
 > **Student copy.** `notebooks/` holds the exercises (`# YOUR CODE HERE`). `make course` sets up and runs every
 > notebook; an exercise you have not done yet shows its error in place and the run goes on. `make test` says, per
 > exercise, whether its visible tests pass in your executed notebooks. The hidden tests and the solutions are not
-> part of this copy: the instructor's sections below describe your instructor's copy, which grades yours.
+> part of this copy: the instructor's pages (`docs/instructors.md`; `make docs` builds the site) describe your
+> instructor's copy, which grades yours.
 """
 
 

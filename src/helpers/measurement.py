@@ -17,19 +17,22 @@ from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
 
-from helpers.config import DEMO_PRODUCTS, Profile, paths
+from helpers.config import DEMO_PRODUCTS, Profile, active_profile, paths, prepare_environment
 from helpers.data import fits_training, load_processed, select_training_records, too_long_to_train  # noqa: F401
 from helpers.prompts import (Catalogue, catalogue_for, document_text, format_completion, format_prompt,
                              format_training_text, no_record_answer)
 from helpers.quiet import progress
 
-import datasets
-import numpy as np
-import pandas as pd
-import psutil
-import torch
-import trl
-from transformers import TrainerCallback
+# Before torch is imported, as helpers.models does: a benchmark that imports only this module computes alike.
+prepare_environment(active_profile(verbose=False))
+
+import datasets  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import psutil  # noqa: E402
+import torch  # noqa: E402
+import trl  # noqa: E402
+from transformers import TrainerCallback  # noqa: E402
 
 MEMORY_SAMPLING_SECONDS = 0.05
 # The Trainer's own bars (text, and an HTML table in Jupyter) and its per-step log dict; the course's bar replaces them.

@@ -15,13 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # display_path is re-exported: notebooks call helpers.models.display_path.
-from helpers.config import NOT_STABLE, TARGET_MARGINS, Profile, display_path, paths  # noqa: F401
+from helpers.config import TARGET_MARGINS, Profile, active_profile, clears, display_path, paths, prepare_environment  # noqa: F401
 from helpers.facts import FactScore, describe, score_facts
 from helpers.prompts import cut_at_special_token, format_prompt
 from helpers.synthetic import load_facts
 from helpers.quiet import progress as progress_bar
 from helpers.quiet import silence_known_noise_in_notebooks, silence_logged_noise, without_printed_noise
 
+# Before torch is imported, so that a script or test that never asked for a profile computes as the notebooks do.
+prepare_environment(active_profile(verbose=False))
 silence_logged_noise()  # before bitsandbytes is imported: its named message is logged on import
 with without_printed_noise():
     # First, so that Unsloth patches transformers, TRL and PEFT before anything imports them.
@@ -423,15 +425,6 @@ def expectations_table(counts: pd.DataFrame, total: int, expected: dict[str, tup
         rows.append({"failure mode": mode, "required share": f"{bound} {threshold:.0%}", "margin": margin,
                      "holds": clears(room, margin, yes="yes", no="no")})
     return pd.DataFrame(rows).set_index("failure mode")
-
-
-def clears(room: float, margin: float, yes: str, no: str) -> str:
-    """``yes`` when ``room`` (how far a number lies on the right side of its line) is at least ``margin``, ``no``
-    when it lies that far on the wrong side, NOT_STABLE in between. With no margin, a number on the line holds."""
-    room = round(room, 6)  # shares of 60 answers: 6/60 - 0.10 is not exactly zero in floating point
-    if margin == 0:
-        return yes if room >= 0 else no
-    return yes if room >= margin else no if room <= -margin else NOT_STABLE
 
 
 def baseline_counts_path(profile: Profile) -> Path:

@@ -25,7 +25,6 @@ ALPACA_TEMPLATE = """Below is an instruction that describes a task, paired with 
 ### Response:
 {response}"""
 
-RESPONSE_MARKER = "### Response:\n"
 # The special tokens of SmolLM2 (<|im_end|>, <|endoftext|>) and of Llama-3 (<|begin_of_text|>, <|end_of_text|>,
 # <|eot_id|>) that a decode with special tokens, or a model echoing its prompt, leaves in the text.
 SPECIAL_TOKEN_PATTERN = re.compile(r"<\|[a-z_]+\|>")
@@ -126,16 +125,6 @@ def format_training_text(product: str, description: str, eos_token: str) -> str:
         return format_prompt(product) + format_completion(description, eos_token)
     except ValueError as error:
         raise ValueError(f"format_training_text: {error} (product {product!r})") from None
-
-
-def extract_response(text: str) -> str:
-    """The answer alone: the text after the (echoed) prompt, up to the first special token such as EOS.
-
-    The reference decoded prompt and answer together and printed "<|end_of_text|>" with every answer.
-    """
-    if RESPONSE_MARKER in text:
-        text = text.split(RESPONSE_MARKER, 1)[1]
-    return cut_at_special_token(text)
 
 
 def cut_at_special_token(generated: str) -> str:

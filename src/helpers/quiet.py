@@ -109,7 +109,7 @@ def in_notebook() -> bool:
 
 
 def silence_named_warnings_in_notebooks() -> None:
-    """In a Jupyter kernel only: ignore the warnings named in NOTEBOOK_NOISE (``import helpers`` calls this)."""
+    """In a Jupyter kernel only: ignore the warnings named in NOTEBOOK_NOISE (``helpers.config.prepare_environment`` calls this)."""
     if in_notebook():
         for pattern in NOTEBOOK_NOISE.values():
             warnings.filterwarnings("ignore", message=f".*{pattern.pattern}")

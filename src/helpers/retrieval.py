@@ -26,8 +26,7 @@ from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 from langchain_core.runnables import Runnable, RunnableLambda, RunnableParallel, RunnablePassthrough
 
 import helpers.models  # noqa: F401  (Unsloth first: sentence-transformers imports transformers)
-from helpers.config import FACTS_USED_MARGIN, Profile, active_profile, embedding_model_name, paths
-from helpers.models import clears
+from helpers.config import FACTS_USED_MARGIN, Profile, active_profile, clears, embedding_model_name, paths
 from helpers.measurement import load_embeddings  # noqa: F401  (re-exported: notebooks call helpers.retrieval.load_embeddings)
 from helpers.prompts import Catalogue, catalogue_for, document_description, document_text, format_prompt
 from helpers.quiet import progress as progress_bar
@@ -567,17 +566,6 @@ def course_llm(profile: Profile, model=None, tokenizer=None, progress: bool = Fa
     if model is None or tokenizer is None:
         raise ValueError(f"No model given and {LLM_URL_ENV_VAR} is not set: pass the in-process model and tokenizer.")
     return CourseModel(model, tokenizer, profile, progress=progress)
-
-
-def sources_table(result: dict) -> pd.DataFrame:
-    """The documents a RAG answer was built from, for display beside the answer."""
-    return pd.DataFrame(
-        {
-            "rank": range(1, len(result["sources"]) + 1),
-            "source title": [document.metadata["title"] for document in result["sources"]],
-            "uid": [document.metadata["uid"] for document in result["sources"]],
-        }
-    ).set_index("rank")
 
 
 def rag_answers_table(results_by_model: dict[str, list[dict]]) -> pd.DataFrame:

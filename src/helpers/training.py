@@ -18,6 +18,7 @@ from pathlib import Path
 
 from helpers.config import Profile, active_profile, embedding_model_name, paths
 from helpers.data import shown_figure
+from helpers.files import replace_folder
 from helpers.models import FastLanguageModel, display_path
 from helpers.quiet import without_printed_noise
 
@@ -159,10 +160,6 @@ def adapter_dir(profile: Profile) -> Path:
     return paths().adapters / profile.name
 
 
-class StaleAdapterError(RuntimeError):
-    """An adapter folder exists but was trained on another base model, other settings or other data."""
-
-
 def base_model_identity(model_name: str) -> dict:
     """What identifies the base model on every machine: a hub id, or a local folder's name and config hash."""
     folder = Path(model_name)
@@ -248,20 +245,6 @@ def save_adapter(model, tokenizer, profile: Profile, merged_16bit: bool = False,
                                          save_method="merged_16bit")
     print(f"saved LoRA adapter to {display_path(target)}")
     return target
-
-
-def replace_folder(new: Path, target: Path) -> None:
-    """Put ``new`` where ``target`` is, with two renames (a folder cannot be replaced by one)."""
-    retired = target.with_name(f".{target.name}.retired-{os.getpid()}")
-    if target.exists():
-        target.replace(retired)
-    try:
-        new.replace(target)
-    except OSError:
-        if retired.exists():
-            retired.replace(target)  # the previous adapter goes back where it was
-        raise
-    shutil.rmtree(retired, ignore_errors=True)
 
 
 def train_adapter(profile: Profile) -> tuple[Path, TrainingStats]:

@@ -33,7 +33,7 @@ from helpers.serving.backend import Backend, CourseBackend, GenerationQueue, Pre
 from helpers.serving.streaming import (ClosingStreamingResponse, Finished, StreamedGeneration, next_item, sse_events,
                                        streamed)
 from helpers.serving.jobs import (TrainingJobs, exit_with_parent, log_tail, read_progress, run_training_job,
-                                  training_job_command, write_json_atomically)
+                                  training_job_command)
 from helpers.serving.app import create_app
 from helpers.serving.client import (DEMO_JOB_EXAMPLES, CourseClient, ServerThread, ServiceProcess, error_examples,
                                     free_port, fresh_folder, job_summary, notebook_data_dir, print_stream,
@@ -50,7 +50,6 @@ __all__ = [
     "Backend", "CourseBackend", "GenerationQueue", "Prepared", "backend_for",
     "ClosingStreamingResponse", "Finished", "StreamedGeneration", "next_item", "sse_events", "streamed",
     "TrainingJobs", "exit_with_parent", "log_tail", "read_progress", "run_training_job", "training_job_command",
-    "write_json_atomically",
     "create_app",
     "DEMO_JOB_EXAMPLES", "CourseClient", "ServerThread", "ServiceProcess", "error_examples", "free_port",
     "fresh_folder", "job_summary", "notebook_data_dir", "print_stream", "promotion_table", "sources_table",

@@ -1,6 +1,6 @@
 """Training jobs: ``TrainingJobs`` runs one fine-tune at a time in a process group of its own and serves its adapter
 only if it succeeds; ``training_job_command`` is the child's command line (``python -m helpers.serving train-job``),
-``run_training_job`` what the child does, and ``read_progress``, ``log_tail``, ``write_json_atomically`` and
+``run_training_job`` what the child does, and ``read_progress``, ``log_tail`` and
 ``exit_with_parent`` the files and process plumbing between the two."""
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from helpers.config import Profile, display_path
+from helpers.files import replace_folder, write_json_atomically
 from helpers.serving.protocol import ApiError
 from helpers.serving.settings import ServiceSettings, logger
 from helpers.serving.store import Store, export_feedback
@@ -178,12 +179,6 @@ def log_tail(path: Path, lines: int = 5) -> str:
     return " | ".join(text[-lines:]) or "no output"
 
 
-def write_json_atomically(path: Path, value: dict) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(value))
-    partial.replace(path)
-
-
 def exit_with_parent(poll_seconds: float = 1.0) -> None:
     """A job runs in its own process group (so that cancelling it kills all of it); if the service dies without
     cancelling it, the job stops too instead of training for nobody."""
@@ -204,7 +199,7 @@ def run_training_job(job_dir: Path, examples: int, profile: Profile, feedback: P
     from transformers import TrainerCallback
 
     from helpers.data import ensure_processed, load_processed
-    from helpers.training import (add_lora, build_trainer, load_base_model, replace_folder,
+    from helpers.training import (add_lora, build_trainer, load_base_model,
                                   select_training_records, training_examples)
 
     exit_with_parent()
