@@ -76,8 +76,8 @@ def _fine_tuned_expectations(run: SimpleNamespace) -> pd.DataFrame:
     held_out = _answers(run, "held-out", "fine-tuned")
     records = held_out[["uid", "product", "reference"]].rename(columns={"reference": "description"}).to_dict("records")
     answers = [models.Answer(text, reason == "stop", 0) for text, reason in zip(held_out["answer"], held_out["finish reason"])]
-    counts = models.failure_mode_counts(records, answers)
-    return models.expectations_table(counts, len(answers), models.FINE_TUNED_EXPECTED)
+    counts = evaluation.failure_mode_counts(records, answers)
+    return evaluation.expectations_table(counts, len(answers), evaluation.FINE_TUNED_EXPECTED)
 
 
 def _checked_claims(run: SimpleNamespace) -> dict:

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import config, evaluation
+from helpers import config, display, evaluation
 
 LOOP = "It is also very easy to put on and it is very easy to take off. " * 4
 REFERENCE = "Written by Judith Kerr in 1970. Mog has 3 kittens and lives in London."
@@ -191,7 +191,7 @@ def test_side_by_side_has_the_reference_and_each_systems_answer_with_its_facts()
 
 def test_markdown_table_has_a_header_and_one_line_per_row():
     table = evaluation.with_intervals(evaluation.metrics_table(_scored({}), seed=1), ["catalogue facts"])
-    lines = evaluation.markdown_table(table).splitlines()
+    lines = display.markdown_table(table).splitlines()
     assert "catalogue facts" in lines[0] and len(lines) == 2 + len(table) == 2 + 12
     assert "grounded" in lines[-1] and "0.50 [0.50, 0.50]" in lines[-1]
 

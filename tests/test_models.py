@@ -81,34 +81,34 @@ def test_sampling_follows_the_temperature_and_the_seed(base_model):
 
 
 def test_a_loop_is_named_with_its_repeated_phrase():
-    from helpers.models import failure_modes
+    from helpers.evaluation import failure_modes
 
     answer = "It is very easy to put on and it is very easy to take off and it is very easy to put on and it is very easy"
     assert failure_modes("Girls Ballet Tutu Neon Blue", answer)[0] == 'loops ("it is very easy" ×4)'
 
 
 def test_generic_answers_that_ignore_the_title_are_named():
-    from helpers.models import failure_modes
+    from helpers.evaluation import failure_modes
 
     modes = failure_modes("Mog's Kittens", "The product is a pair of socks.")
     assert modes == ['generic ("the product")', "never names the product"]
 
 
 def test_a_good_answer_has_no_failure_mode():
-    from helpers.models import failure_modes
+    from helpers.evaluation import failure_modes
 
     assert failure_modes("Mog's Kittens", "Judith Kerr's board book about Mog the cat and her kittens.") == []
 
 
 def test_echoed_sections_and_cut_off_answers_are_named():
-    from helpers.models import failure_modes
+    from helpers.evaluation import failure_modes
 
     modes = failure_modes("The Prophet", "The Prophet by Gibran.\n\n### Instruction:\nGET THE")
     assert "writes new prompt sections" in modes and "runs to max_new_tokens" in modes
 
 
 def test_failure_counts_pool_loops_and_give_shares():
-    from helpers.models import failure_mode_counts
+    from helpers.evaluation import failure_mode_counts
 
     counts = failure_mode_counts([{"product": "A b"}, {"product": "C d"}],
                                  ["x y z w x y z w x y z w.", "p q r s p q r s p q r s."])
@@ -117,7 +117,7 @@ def test_failure_counts_pool_loops_and_give_shares():
 
 def test_the_failure_table_names_invented_and_contradicted_facts():
     """Notebook 03's table once said "none found" beside a tutu "made of recycled cardboard … fits ages 8-11"."""
-    from helpers.models import CONTRADICTS, INVENTS, failure_mode_counts, failure_mode_table
+    from helpers.evaluation import CONTRADICTS, INVENTS, failure_mode_counts, failure_mode_table
 
     tutu = {"uid": "0000031895", "product": "Girls Ballet Tutu Neon Blue",
             "description": "Dance tutu for girls ages 2-8 years."}
@@ -161,7 +161,7 @@ def test_each_answer_says_whether_the_model_stopped(base_model):
 
 
 def test_stopping_is_taken_from_eos_when_known():
-    from helpers.models import NO_STOP, failure_modes
+    from helpers.evaluation import NO_STOP, failure_modes
 
     assert NO_STOP in failure_modes("The Prophet", "Poems by Gibran.", stopped=False)
     assert NO_STOP not in failure_modes("The Prophet", "Poems by Gibran, ages 3+", stopped=True)

@@ -2,11 +2,9 @@
 import os
 import subprocess
 import sys
-import warnings
 
 import pytest
 
-import helpers
 from helpers import quiet
 
 

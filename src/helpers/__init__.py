@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import importlib
 
-STAGES = ("config", "assets", "synthetic", "data", "prompts", "models", "measurement", "training", "retrieval", "evaluation",
-          "serving", "lab", "quiet")
+STAGES = ("config", "assets", "synthetic", "facts", "data", "prompts", "models", "measurement", "training", "retrieval",
+          "evaluation", "serving", "lab", "quiet", "display", "files")
 
 
 def __getattr__(name: str):

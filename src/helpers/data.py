@@ -24,7 +24,6 @@ import codecs
 import gzip
 import hashlib
 import html
-import io
 import json
 import os
 import re
@@ -38,6 +37,7 @@ from typing import TYPE_CHECKING, BinaryIO
 import msgspec
 
 from helpers.config import DEMO_PRODUCTS, PROFILE_ENV_VAR, Profile, active_profile, cpu_profile, paths
+from helpers.display import FIGURE_DPI, shown_figure
 
 if TYPE_CHECKING:
     import datasets
@@ -89,7 +89,6 @@ REFERENCE_PUNCTUATION = re.compile(r"[^\w\s]")
 TRAIN_FILE, HELDOUT_FILE, STATS_FILE = "train.jsonl", "heldout.jsonl", "stats.json"
 PROCESSED_COLUMNS = ("uid", "product", "description")
 LENGTHS_FIGURE = "01_description_lengths.png"
-FIGURE_DPI = 100
 
 
 class InputFormatError(ValueError):
@@ -585,19 +584,6 @@ def cleaned_description_lengths(raw_path: Path | None = None) -> list[int]:
             except (msgspec.DecodeError, UnicodeDecodeError):
                 continue
     return lengths
-
-
-def shown_figure() -> type[Figure]:
-    """A Figure class that displays itself in Jupyter whatever the matplotlib backend (CI sets MPLBACKEND=Agg)."""
-    from matplotlib.figure import Figure
-
-    class ShownFigure(Figure):
-        def _repr_png_(self) -> bytes:
-            buffer = io.BytesIO()
-            self.savefig(buffer, format="png", dpi=FIGURE_DPI)
-            return buffer.getvalue()
-
-    return ShownFigure
 
 
 def plot_description_lengths(profile: Profile | None = None, raw_path: Path | None = None,

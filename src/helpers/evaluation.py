@@ -28,19 +28,25 @@ across runs", and a target within its margin of its line likewise (helpers.confi
 """
 from __future__ import annotations
 
+import json
+import re
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import scipy.stats
 
-from helpers.config import CROSS_RUN_MARGIN, DEMO_PRODUCTS, NOT_STABLE, TARGET_MARGINS, Profile, clears, paths
+from helpers.config import (CROSS_RUN_MARGIN, DEMO_PRODUCTS, NOT_STABLE, TARGET_MARGINS, Profile, clears, display_path,
+                            paths)
 from helpers.data import evaluation_samples
 from helpers.facts import FactScore, describe, score_facts
+from helpers.display import markdown_table
 from helpers.synthetic import load_facts
 
 if TYPE_CHECKING:
@@ -106,6 +112,169 @@ TOO_FEW = "too few products"
 BOOTSTRAP_RESAMPLES = 10_000
 CONFIDENCE = 0.95
 WARM_UP_TOKENS = 4
+
+
+# --- What goes wrong: failure modes named from the answers themselves -----------------------------------------
+
+LOOP_NGRAM_WORDS = 4
+LOOP_MIN_REPEATS = 3
+GENERIC_PHRASES = re.compile(r"\b(?:the|this|a) (?:product|item)\b", re.IGNORECASE)
+TITLE_STOPWORDS = {"the", "of", "and", "for", "with", "a", "an", "in", "on", "to", "by", "from", "book"}
+
+
+def repeated_ngram(answer: str, words: int = LOOP_NGRAM_WORDS) -> tuple[str, int]:
+    """The most repeated run of `words` words and how often it occurs."""
+    tokens = re.findall(r"\w+", answer.lower())
+    counts = Counter(" ".join(tokens[i:i + words]) for i in range(len(tokens) - words + 1))
+    return counts.most_common(1)[0] if counts else ("", 0)
+
+
+def title_words(product: str) -> set[str]:
+    return {word for word in re.findall(r"\w+", product.lower()) if word not in TITLE_STOPWORDS and len(word) > 2}
+
+
+def failure_modes(product: str, answer: str, stopped: bool | None = None) -> list[str]:
+    """The failure modes visible in one answer, each detected by a rule on the text, not judged by hand.
+
+    ``stopped`` is whether the model wrote EOS (Answer.stopped). Without it, an answer that does not end like a
+    sentence is taken as cut off at max_new_tokens, a rule of thumb.
+    """
+    modes = []
+    if not answer.strip():
+        return ["empty answer"]
+    phrase, repeats = repeated_ngram(answer)
+    if repeats >= LOOP_MIN_REPEATS:
+        modes.append(f'loops ("{phrase}" ×{repeats})')
+    if "###" in answer or "instruction" in answer.lower():
+        modes.append("writes new prompt sections")
+    if GENERIC_PHRASES.search(answer):
+        modes.append('generic ("the product")')
+    if not title_words(product) & set(re.findall(r"\w+", answer.lower())):
+        modes.append("never names the product")
+    if stopped is False or (stopped is None and answer.rstrip()[-1] not in ".!?\"')"):
+        modes.append(NO_STOP)
+    return modes
+
+
+NO_STOP = "runs to max_new_tokens"
+
+
+INVENTS, CONTRADICTS = "invents specifics", "contradicts the record"
+
+
+def _texts_and_stops(answers: list) -> tuple[list[str], list[bool | None]]:
+    return ([getattr(answer, "text", answer) for answer in answers],
+            [getattr(answer, "stopped", None) for answer in answers])
+
+
+def _fact_scores(records: list[dict], texts: list[str]) -> list[FactScore | None]:
+    """Each answer's facts against its product's record (helpers.facts); None where the sample holds no record."""
+    facts = load_facts()
+    return [score_facts(text, facts[record["uid"]], record["product"], record.get("description", ""))
+            if record.get("uid") in facts else None for record, text in zip(records, texts)]
+
+
+def _all_failure_modes(record: dict, text: str, stopped: bool | None, score: FactScore | None) -> list[str]:
+    modes = failure_modes(record["product"], text, stopped)
+    if score is not None:
+        modes += [mode for mode, present in ((CONTRADICTS, score.contradicts), (INVENTS, score.invents)) if present]
+    return modes
+
+
+def failure_mode_table(records: list[dict], answers: list, name: str | None = None) -> pd.DataFrame:
+    """Product, answer, the failure modes found in it (rules on the text, and its facts against the product's
+    record: helpers.facts) and what it got right or wrong; saved to outputs/tables/<name>.csv when named.
+
+    ``records`` are evaluation records (uid, product, description); ``answers`` Answers (generate_answers) or strings.
+    """
+    texts, stops = _texts_and_stops(answers)
+    scores = _fact_scores(records, texts)
+    table = pd.DataFrame({
+        "product": [record["product"] for record in records],
+        "answer": texts,
+        "failure modes": ["; ".join(_all_failure_modes(record, text, stopped, score)) or "none found"
+                          for record, text, stopped, score in zip(records, texts, stops, scores)],
+        "facts": [describe(score) if score is not None else "no record to check" for score in scores],
+    })
+    if name:
+        paths().tables.mkdir(parents=True, exist_ok=True)
+        table.to_csv(paths().tables / f"{name}.csv", index=False)
+    return table
+
+
+def failure_mode_counts(records: list[dict], answers: list) -> pd.DataFrame:
+    """How many answers show each failure mode (loop phrases pooled into one "loops" row), and their share."""
+    texts, stops = _texts_and_stops(answers)
+    scores = _fact_scores(records, texts)
+    counts = Counter(mode.split(" (")[0] for record, text, stopped, score in zip(records, texts, stops, scores)
+                     for mode in _all_failure_modes(record, text, stopped, score))
+    table = pd.DataFrame({"answers": counts}, dtype=int).sort_values("answers", ascending=False)
+    table["share"] = (table["answers"] / len(answers)).map("{:.0%}".format)
+    return table.rename_axis("failure mode")
+
+
+# What the notebooks' text says of the held-out answers, as thresholds that hold on every machine: nbval checks
+# whether each holds, not the exact counts (generated text may differ between CPUs whose arithmetic differs).
+# Each failure mode → (bound, threshold, margin). The base model's answers reproduce on every CPU measured: no margin.
+# The fine-tune's shares move between trainings: the margins of helpers.config.TARGET_MARGINS (running to
+# max_new_tokens is the complement of stopping).
+FOUNDATION_EXPECTED = {NO_STOP: ("at least", 0.5, 0.0), "loops": ("at least", 0.2, 0.0)}
+FINE_TUNED_EXPECTED = {
+    NO_STOP: ("at most", 0.10, TARGET_MARGINS[("held-out", "fine-tuned", "stops")]),
+    "loops": ("at most", 0.10, TARGET_MARGINS[("held-out", "fine-tuned", "loops")]),
+    INVENTS: ("at least", 0.5, TARGET_MARGINS[("held-out", "fine-tuned", "invents")]),
+}
+
+
+def expectations_table(counts: pd.DataFrame, total: int, expected: dict[str, tuple[str, float, float]]) -> pd.DataFrame:
+    """Whether each failure mode's share of ``total`` answers is at least / at most its threshold: "yes" or "no"
+    when the share lies at least the mode's margin on one side of it, else NOT_STABLE."""
+    rows = []
+    for mode, (bound, threshold, margin) in expected.items():
+        share = counts["answers"].get(mode, 0) / total
+        room = share - threshold if bound == "at least" else threshold - share
+        rows.append({"failure mode": mode, "required share": f"{bound} {threshold:.0%}", "margin": margin,
+                     "holds": clears(room, margin, yes="yes", no="no")})
+    return pd.DataFrame(rows).set_index("failure mode")
+
+
+def baseline_counts_path(profile: Profile) -> Path:
+    return paths().tables / f"failure_counts_foundation_heldout_{profile.name}.json"
+
+
+def save_baseline_counts(counts: pd.DataFrame, records: list[dict], profile: Profile) -> Path:
+    """Notebook 02's failure counts on the held-out products: the baseline notebooks 03 and 06 report against."""
+    path = baseline_counts_path(profile)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"products": [record["uid"] for record in records],
+                                "counts": counts["answers"].to_dict()}, indent=1) + "\n")
+    return path
+
+
+def ensure_baseline_counts(profile: Profile, records: list[dict]) -> dict[str, int]:
+    """The foundation model's failure counts on these held-out products: notebook 02's, or computed here (the
+    base model answers them) when 02 has not run or ran on other products."""
+    path = baseline_counts_path(profile)
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved["products"] == [record["uid"] for record in records]:
+            return saved["counts"]
+    from helpers.models import answer_products, load_model
+
+    print(f"{display_path(path)} is missing or for other products: the foundation model answers them first")
+    model, tokenizer = load_model(profile)
+    answers = answer_products(model, tokenizer, [record["product"] for record in records], profile)
+    counts = failure_mode_counts(records, answers)
+    save_baseline_counts(counts, records, profile)
+    return counts["answers"].to_dict()
+
+
+def counts_against_baseline(counts: pd.DataFrame, records: list[dict], profile: Profile, label: str) -> pd.DataFrame:
+    """This model's failure counts on the held-out products beside the foundation model's (notebook 02)."""
+    baseline = pd.Series(ensure_baseline_counts(profile, records), dtype=int)
+    table = pd.DataFrame({"foundation (notebook 02)": baseline, label: counts["answers"]}).fillna(0).astype(int)
+    return table.sort_values("foundation (notebook 02)", ascending=False).rename_axis(
+        f"failure mode (of {len(records)} held-out answers)")
 
 
 def metric_descriptions() -> pd.DataFrame:
@@ -276,8 +445,6 @@ def fact_scores(answers: pd.DataFrame, facts: dict | None = None) -> list[FactSc
 def score_answers(answers: pd.DataFrame, embedding_model: str, facts: dict | None = None) -> pd.DataFrame:
     """Every metric of every answer. Fact metrics are NaN for a product without facts; form metrics are NaN for a
     baseline (nothing was generated)."""
-    from helpers.models import failure_modes
-
     scored = answers.copy()
     scores = fact_scores(scored, facts)
     rows = list(scored.itertuples(index=False))
@@ -581,15 +748,10 @@ def demo_facts_stated(answers: pd.DataFrame, system: str = "grounded") -> pd.Ser
 # --- Presenting it ------------------------------------------------------------------------------------------
 
 
-def markdown_table(table: pd.DataFrame) -> str:
-    """A GitHub markdown table, the index as its first columns."""
-    return table.reset_index().to_markdown(index=False) + "\n"
-
-
 def forest_plot(differences: pd.DataFrame, family: str = "primary"):
     """The paired differences of one family as a forest plot: each comparison's mean and 95% interval, zero marked,
     and the band within CROSS_RUN_MARGIN of zero shaded (a verdict there is not stable across runs)."""
-    from helpers.data import shown_figure
+    from helpers.display import shown_figure
 
     chosen = family_rows(differences, family).reset_index().iloc[::-1]  # the first comparison on top
     figure = shown_figure()(figsize=(9, 0.45 * len(chosen) + 1.5))
@@ -633,12 +795,6 @@ def side_by_side(answers: pd.DataFrame, set_name: str, products: int | None = No
     table = cells.pivot(index="product", columns="system", values="cell").reindex(index=titles, columns=list(systems))
     table.insert(0, "reference", chosen.drop_duplicates("product").set_index("product")["reference"])
     return table
-
-
-def styled_side_by_side(table: pd.DataFrame, uuid: str = "side_by_side"):
-    from helpers.retrieval import styled_text_table
-
-    return styled_text_table(table, uuid=uuid)
 
 
 def latency_table(metrics: pd.DataFrame) -> pd.DataFrame:

@@ -299,12 +299,12 @@ def make_course_root(target: Path) -> Path:
 
 PREREQUISITES_SCRIPT = """
 import helpers
-from helpers import data, models, retrieval, training
+from helpers import data, evaluation, retrieval, training
 profile = helpers.config.active_profile()
 data.ensure_processed(profile, progress=False)
 retrieval.ensure_index(profile)
 training.ensure_adapter(profile)
-models.ensure_baseline_counts(profile, data.evaluation_samples(profile)["held-out"])
+evaluation.ensure_baseline_counts(profile, data.evaluation_samples(profile)["held-out"])
 """
 
 

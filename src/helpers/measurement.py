@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
 
-from helpers.config import DEMO_PRODUCTS, Profile, active_profile, paths, prepare_environment
+from helpers.config import Profile, active_profile, paths, prepare_environment
 from helpers.data import fits_training, load_processed, select_training_records, too_long_to_train  # noqa: F401
 from helpers.prompts import (Catalogue, catalogue_for, document_text, format_completion, format_prompt,
                              format_training_text, no_record_answer)

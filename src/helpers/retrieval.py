@@ -664,10 +664,3 @@ def facts_used_claim(results: list[dict], facts: dict | None = None, margin: flo
     half = clears(0.5 - share, margin, yes="fewer than half", no="more than half")
     return (f"own record ranked first: {ranked_first} of {len(results)} products; "
             f"own catalogue facts the answers state: {half} of their {total}")
-
-
-def styled_text_table(table: pd.DataFrame, uuid: str):
-    """Long texts wrapped and top-aligned; a fixed uuid keeps the HTML identical between executions."""
-    return table.style.set_uuid(uuid).set_properties(
-        **{"white-space": "pre-wrap", "text-align": "left", "vertical-align": "top"}
-    )

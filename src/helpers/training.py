@@ -17,9 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from helpers.config import Profile, active_profile, embedding_model_name, paths
-from helpers.data import shown_figure
+from helpers.display import shown_figure
 from helpers.files import replace_folder
-from helpers.models import FastLanguageModel, display_path
+from helpers.config import display_path
+from helpers.models import FastLanguageModel
 from helpers.quiet import without_printed_noise
 
 # After helpers.models: Unsloth must be imported before transformers, TRL and PEFT, which these import.
