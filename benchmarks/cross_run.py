@@ -53,15 +53,15 @@ def committed_run(name: str) -> Path:
 
 def retrained_run(name: str, training_seed: int) -> Path:
     profile = cpu_profile()
-    model, tokenizer = training.load_base_model(profile)
-    model = training.add_lora(model, replace(profile, seed=training_seed))
+    model, tokenizer = training.adapter.load_base_model(profile)
+    model = training.adapter.add_lora(model, replace(profile, seed=training_seed))
     train, _ = data.load_processed(profile)
-    examples = training.training_examples(training.select_training_records(train, profile), train, profile,
+    examples = training.records.training_examples(data.select_training_records(train, profile), train, profile,
                                           tokenizer.eos_token)
-    trainer = training.build_trainer(model, tokenizer, examples.dataset, profile, seed=training_seed,
+    trainer = training.trainer.build_trainer(model, tokenizer, examples.dataset, profile, seed=training_seed,
                                      data_seed=training_seed)
-    stats = training.train_with_stats(trainer, kinds=examples.kinds)
-    adapter = training.save_adapter(model, tokenizer, profile, target=paths().adapters / f"cpu-seed-{training_seed}")
+    stats = training.statistics.train_with_stats(trainer, kinds=examples.kinds)
+    adapter = training.adapter.save_adapter(model, tokenizer, profile, target=paths().adapters / f"cpu-seed-{training_seed}")
     store = retrieval.ensure_index(profile, progress=False)
     comparison = evaluation.run_comparison(profile, store, evaluation.evaluation_sets(profile), adapter_dir=adapter,
                                            save=False)

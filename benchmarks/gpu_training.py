@@ -1,10 +1,11 @@
 """The GPU profile's training, Unsloth against plain transformers + PEFT + bitsandbytes QLoRA, in one run.
 
 Both backends train the same LoRA (the gpu profile's r, alpha and target modules) with the same TRL SFTConfig
-(helpers.measurement.build_trainer with no overrides: the reference's batch 2 × accumulation 4, lr 2e-4,
-adamw_8bit, ...) on the same records, and are measured by the same helpers.measurement.train_with_stats. Each runs in
-its own process, because importing Unsloth patches transformers, TRL and PEFT for the whole process: the plain
-process imports only helpers.config, data, prompts and measurement, none of which imports Unsloth, and it checks
+(helpers.training.trainer.build_trainer with no overrides: the reference's batch 2 × accumulation 4, lr 2e-4,
+adamw_8bit, ...) on the same records, and are measured by the same helpers.training.statistics.train_with_stats. Each
+runs in its own process, because importing Unsloth patches transformers, TRL and PEFT for the whole process: the plain
+process imports only helpers.config, data, prompts and training's records, trainer and statistics, none of which
+imports Unsloth, and it checks
 that Unsloth is absent before it trains. This parent process imports no Unsloth either. The model is the local
 SmolLM2 folder, since the GPU machine cannot download Llama-3-8B:
 
@@ -22,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 
 BACKENDS = ("unsloth", "plain")
-# SFTConfig fields recorded per backend, beyond the profile's own (helpers.measurement.sft_settings): TRL's
+# SFTConfig fields recorded per backend, beyond the profile's own (helpers.training.trainer.sft_settings): TRL's
 # defaults for these two differ from transformers', and Unsloth may adjust the arguments it is given.
 RECORDED_TRAINER_ARGUMENTS = ("bf16", "fp16", "gradient_checkpointing")
 
@@ -39,14 +40,14 @@ def trainable_parameters(model) -> int:
 
 def trainer_arguments(trainer, profile) -> dict:
     """The SFTConfig values the trainer really ran with, for the fields both backends must share."""
-    from helpers.measurement import sft_settings
+    from helpers.training.trainer import sft_settings
 
     actual = trainer.args.to_dict()
     return {key: actual.get(key) for key in (*sft_settings(profile), *RECORDED_TRAINER_ARGUMENTS)}
 
 
 def result_of(trainer, model, profile) -> dict:
-    from helpers.measurement import train_with_stats
+    from helpers.training.statistics import train_with_stats
 
     trainable = trainable_parameters(model)
     stats = train_with_stats(trainer)
@@ -59,9 +60,10 @@ def train_with_unsloth(profile) -> dict:
 
     from helpers import training
 
-    model, tokenizer = training.load_base_model(profile)
-    model = training.add_lora(model, profile)
-    trainer = training.build_trainer(model, tokenizer, training.training_dataset(profile, tokenizer), profile)
+    model, tokenizer = training.adapter.load_base_model(profile)
+    model = training.adapter.add_lora(model, profile)
+    dataset = training.records.training_dataset(profile, tokenizer)
+    trainer = training.trainer.build_trainer(model, tokenizer, dataset, profile)
     return result_of(trainer, model, profile)
 
 
@@ -74,13 +76,14 @@ def plain_backend_imports():
     import torch
     import transformers
 
-    from helpers import config, data, measurement, prompts  # noqa: F401  (the course modules the backend uses)
+    from helpers import config, data, prompts  # noqa: F401  (the course modules the backend uses)
+    from helpers.training import records, statistics, trainer  # noqa: F401
 
-    return torch, transformers, peft, measurement
+    return torch, transformers, peft, records, trainer
 
 
 def train_with_plain_peft(profile) -> dict:
-    torch, transformers, peft, measurement = plain_backend_imports()
+    torch, transformers, peft, records, trainer_settings = plain_backend_imports()
 
     quantization = transformers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                                    bnb_4bit_compute_dtype=torch.bfloat16,
@@ -93,7 +96,7 @@ def train_with_plain_peft(profile) -> dict:
                                                        lora_dropout=profile.lora_dropout, bias="none",
                                                        target_modules=list(profile.lora_targets),
                                                        task_type="CAUSAL_LM"))
-    trainer = measurement.build_trainer(model, tokenizer, measurement.training_dataset(profile, tokenizer), profile)
+    trainer = trainer_settings.build_trainer(model, tokenizer, records.training_dataset(profile, tokenizer), profile)
     assert "unsloth" not in sys.modules, (
         "The plain QLoRA baseline imported Unsloth, which patches transformers, TRL and PEFT: it would measure "
         f"Unsloth, not the plain stack. Unsloth modules loaded: {sorted(m for m in sys.modules if 'unsloth' in m)}")

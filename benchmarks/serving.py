@@ -160,7 +160,7 @@ def markdown(result: dict) -> str:
 
 def main() -> int:
     from helpers.data import evaluation_samples
-    from helpers.training import ensure_adapter
+    from helpers.training.adapter import ensure_adapter
 
     profile = helpers.config.active_profile()
     titles = [record["product"] for record in evaluation_samples(profile)["held-out"][:PROMPTS]]

@@ -26,7 +26,10 @@ from helpers.data import load_processed
 from helpers.prompts import format_prompt
 from transformers import TrainerCallback
 
-from helpers.training import add_lora, build_trainer, load_base_model, train_with_stats, training_dataset
+from helpers.training.adapter import add_lora, load_base_model
+from helpers.training.trainer import build_trainer
+from helpers.training.statistics import train_with_stats
+from helpers.training.records import training_dataset
 
 RESULTS_FILE = "training.json"
 

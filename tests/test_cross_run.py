@@ -82,7 +82,7 @@ def _fine_tuned_expectations(run: SimpleNamespace) -> pd.DataFrame:
 
 def _checked_claims(run: SimpleNamespace) -> dict:
     """Every claim the notebooks check that depends on the fine-tune, computed as the notebooks compute it."""
-    from helpers.training import loss_trend
+    from helpers.training.statistics import loss_trend
 
     return {
         "03 loss trend": loss_trend(SimpleNamespace(losses=tuple(run.losses))),

@@ -1,4 +1,4 @@
-"""The measurement of a training run: Unsloth-free, and its token counts are the tokens the model really saw."""
+"""The measurement of a training run (helpers.training.statistics): Unsloth-free, and its token counts are the tokens the model really saw."""
 import json
 import subprocess
 import sys
@@ -28,8 +28,9 @@ def test_the_check_sees_unsloth_where_the_course_loads_it():
     assert "unsloth" in unsloth_modules_after("import helpers.models")
 
 
-def test_the_measurement_module_imports_no_unsloth():
-    assert unsloth_modules_after("import helpers.measurement") == []
+def test_the_training_records_trainer_and_statistics_import_no_unsloth():
+    assert unsloth_modules_after("import helpers.training.records, helpers.training.trainer, "
+                                 "helpers.training.statistics") == []
 
 
 def test_the_plain_benchmark_backend_imports_no_unsloth():
@@ -45,7 +46,7 @@ benchmark.benchmark_profile({str(local_smollm2_dir())!r}, examples=8)
 
 
 def test_real_tokens_of_a_batch_leave_out_the_padding():
-    from helpers.measurement import batch_tokens
+    from helpers.training.statistics import batch_tokens
 
     padded = {"input_ids": torch.tensor([[5, 6, 7, 0], [5, 0, 0, 0]]),
               "attention_mask": torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]])}
@@ -57,7 +58,7 @@ def test_real_tokens_of_a_batch_leave_out_the_padding():
 
 
 def test_a_run_in_which_no_batch_reached_the_model_raises_instead_of_reporting_zero_tokens():
-    from helpers.measurement import TokenCounter
+    from helpers.training.statistics import TokenCounter
 
     trainer = SimpleNamespace(data_collator=SimpleNamespace(pad_token_id=0),
                               training_step=lambda model, inputs, num_items_in_batch=None: None)
@@ -80,7 +81,7 @@ def test_tokens_are_the_real_tokens_of_every_batch_the_model_saw(tmp_path):
     from transformers import (AutoTokenizer, DataCollatorForLanguageModeling, LlamaConfig, LlamaForCausalLM,
                               Trainer, TrainingArguments)
 
-    from helpers.measurement import train_with_stats
+    from helpers.training.statistics import train_with_stats
 
     tokenizer = AutoTokenizer.from_pretrained(local_smollm2_dir())
     texts = ["A short one.", "A somewhat longer text about a book.",

@@ -649,7 +649,7 @@ def test_page_signs_in_streams_an_answer_with_sources_and_rates_it(service):
 
 @pytest.fixture(scope="module")
 def real_service(tmp_path_factory):
-    from helpers.training import ensure_adapter
+    from helpers.training.adapter import ensure_adapter
 
     profile = lab_profile()
     settings = serving.ServiceSettings(profile=profile, data_dir=tmp_path_factory.mktemp("real") / "service")
@@ -684,7 +684,7 @@ def test_a_new_adapter_is_swapped_into_the_one_model_and_the_foundation_is_untou
     import safetensors.torch
 
     from helpers.models import answer_products, load_model
-    from helpers.training import ensure_adapter
+    from helpers.training.adapter import ensure_adapter
 
     profile = lab_profile()
     backend = serving.CourseBackend(profile, ensure_adapter(profile))

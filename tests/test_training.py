@@ -11,13 +11,13 @@ REFERENCE_TRAINABLE_PARAMETERS = 83_886_080  # printed by the reference for Llam
 
 
 def llama3_8b_config():
-    from helpers.training import llama3_8b_config
+    from helpers.training.statistics import llama3_8b_config
 
     return llama3_8b_config()
 
 
 def test_gpu_profile_reproduces_the_reference_lora_size_on_llama3_8b():
-    from helpers.training import lora_parameter_count
+    from helpers.training.statistics import lora_parameter_count
 
     profile = gpu_profile()
     assert lora_parameter_count(llama3_8b_config(), profile.lora_r, profile.lora_targets) == \
@@ -28,7 +28,7 @@ def test_lora_count_formula_agrees_with_peft_on_an_empty_llama3_8b():
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaForCausalLM
 
-    from helpers.training import count_trainable_parameters, lora_parameter_count
+    from helpers.training.statistics import count_trainable_parameters, lora_parameter_count
 
     profile = gpu_profile()
     with torch.device("meta"):  # shapes only, no memory
@@ -51,7 +51,7 @@ def records(count):
 
 
 def test_training_selection_is_deterministic_sized_and_keeps_the_demo_products():
-    from helpers.training import select_training_records
+    from helpers.data import select_training_records
 
     profile = dataclasses.replace(cpu_profile(), train_examples=10)
     chosen = select_training_records(records(30), profile)
@@ -63,7 +63,7 @@ def test_training_selection_is_deterministic_sized_and_keeps_the_demo_products()
 
 
 def test_asking_for_more_examples_than_exist_is_an_error():
-    from helpers.training import select_training_records
+    from helpers.data import select_training_records
 
     with pytest.raises(ValueError, match="train_examples"):
         select_training_records(records(5), dataclasses.replace(cpu_profile(), train_examples=50))
@@ -71,7 +71,7 @@ def test_asking_for_more_examples_than_exist_is_an_error():
 
 def test_training_texts_end_with_eos():
     from helpers.prompts import format_prompt
-    from helpers.training import to_training_texts
+    from helpers.training.records import to_training_texts
 
     texts = to_training_texts(records(3), "<|im_end|>")["text"]
     assert texts[0] == format_prompt("Product 0") + "Description number 0.<|im_end|>"
@@ -91,7 +91,7 @@ def catalogue(count):
 
 def test_training_examples_are_prompt_and_completion_with_eos():
     from helpers.prompts import format_prompt
-    from helpers.training import TITLE_ONLY, training_examples
+    from helpers.training.records import TITLE_ONLY, training_examples
 
     profile = dataclasses.replace(cpu_profile(), record_share=0.0, no_record_share=0.0)
     examples = training_examples(catalogue(6), catalogue(6), profile, "<|im_end|>")
@@ -103,7 +103,7 @@ def test_training_examples_are_prompt_and_completion_with_eos():
 
 def test_examples_with_a_record_show_it_apart_from_the_nearest_other_products():
     from helpers.prompts import OTHERS_HEADING, RECORD_HEADING, document_text
-    from helpers.training import WITH_RECORD, training_examples
+    from helpers.training.records import WITH_RECORD, training_examples
 
     profile = dataclasses.replace(cpu_profile(), record_share=0.5, no_record_share=0.0, retriever_k=3,
                                   context_words=200)
@@ -128,7 +128,7 @@ def test_examples_with_a_record_show_it_apart_from_the_nearest_other_products():
 
 def test_examples_without_a_record_answer_with_the_titles_facts_and_nothing_more():
     from helpers.prompts import NO_RECORD, no_record_answer
-    from helpers.training import NO_RECORD as NO_RECORD_KIND, training_examples
+    from helpers.training.records import NO_RECORD as NO_RECORD_KIND, training_examples
 
     profile = dataclasses.replace(cpu_profile(), record_share=0.0, no_record_share=0.5)
     pool = catalogue(12)
@@ -143,7 +143,7 @@ def test_examples_without_a_record_answer_with_the_titles_facts_and_nothing_more
 
 
 def test_only_records_shown_whole_are_trained_with_their_record():
-    from helpers.training import WITH_RECORD, example_kinds, fits_context
+    from helpers.training.records import WITH_RECORD, example_kinds, fits_context
 
     profile = dataclasses.replace(cpu_profile(), record_share=1.0, no_record_share=0.0, context_words=9)
     pool = catalogue(12)
@@ -160,7 +160,7 @@ def test_a_long_document_is_cut_visibly_and_counted():
 
 
 def test_descriptions_too_long_to_train_on_whole_are_passed_over():
-    from helpers.training import select_training_records, too_long_to_train
+    from helpers.data import select_training_records, too_long_to_train
 
     data = records(30)
     rows = data.to_list()
@@ -174,7 +174,7 @@ def test_descriptions_too_long_to_train_on_whole_are_passed_over():
 
 
 def fake_stats(**changes):
-    from helpers.training import TrainingStats
+    from helpers.training.statistics import TrainingStats
 
     values = dict(device="CPU", steps=30, samples=240, tokens=36000, wall_seconds=360.0, samples_per_second=0.667,
                   tokens_per_second=100.0, first_loss=3.2, last_loss=1.9, mean_loss=2.4, peak_memory_gb=1.5,
@@ -184,7 +184,7 @@ def fake_stats(**changes):
 
 
 def test_cost_note_multiplies_hours_by_the_hourly_price():
-    from helpers.training import cost_note
+    from helpers.training.statistics import cost_note
 
     note = cost_note(fake_stats(wall_seconds=1800.0), hourly_price=2.0)
     assert "0.500 h × 2.00 USD/h = 1.000 USD" in note
@@ -194,10 +194,10 @@ def test_cost_note_multiplies_hours_by_the_hourly_price():
 def test_loss_curve_is_saved_and_returned(tmp_path, monkeypatch):
     from helpers import training
 
-    monkeypatch.setattr(training, "paths", lambda: type("P", (), {"figures": tmp_path, "tables": tmp_path})())
+    monkeypatch.setattr(training.statistics, "paths", lambda: type("P", (), {"figures": tmp_path, "tables": tmp_path})())
     stats = dataclasses.replace(fake_stats(losses=(3.0, 2.5, 2.0, 1.0, 0.5)),
                                 step_kinds=("title only", "with its record", "title only", "no record", "title only"))
-    figure = training.plot_loss_curve(stats, cpu_profile())
+    figure = training.statistics.plot_loss_curve(stats, cpu_profile())
     assert (tmp_path / "loss_curve_cpu.png").stat().st_size > 0
     axes = figure.axes[0]
     assert axes.get_xlabel() == "optimizer step" and "loss" in axes.get_ylabel()
@@ -212,9 +212,9 @@ def test_loss_curve_is_saved_and_returned(tmp_path, monkeypatch):
 def test_quarter_means_and_the_loss_trend_compare_the_first_and_last_quarters():
     from helpers import training
 
-    assert training.quarter_means([4, 4, 3, 3, 2, 2, 1, 1, 1]) == [4, 3, 2, 1]
-    assert training.loss_trend(fake_stats(losses=(4, 4, 3, 3, 2, 2, 1, 1))) == "falling"
-    assert training.loss_trend(fake_stats(losses=(1, 1, 3, 3, 2, 2, 4, 4))) == "NOT falling"
+    assert training.statistics.quarter_means([4, 4, 3, 3, 2, 2, 1, 1, 1]) == [4, 3, 2, 1]
+    assert training.statistics.loss_trend(fake_stats(losses=(4, 4, 3, 3, 2, 2, 1, 1))) == "falling"
+    assert training.statistics.loss_trend(fake_stats(losses=(1, 1, 3, 3, 2, 2, 4, 4))) == "NOT falling"
 
 
 TINY = dataclasses.replace(cpu_profile(), name="tiny", train_examples=8, batch_size=4, max_seq_length=384,
@@ -225,7 +225,10 @@ TINY = dataclasses.replace(cpu_profile(), name="tiny", train_examples=8, batch_s
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     from helpers.models import FastLanguageModel
-    from helpers.training import add_lora, build_trainer, load_base_model, train_with_stats, training_dataset
+    from helpers.training.adapter import add_lora, load_base_model
+    from helpers.training.trainer import build_trainer
+    from helpers.training.statistics import train_with_stats
+    from helpers.training.records import training_dataset
 
     model, tokenizer = load_base_model(TINY)
     model = add_lora(model, TINY)
@@ -240,7 +243,7 @@ def trained(tmp_path_factory):
 
 @pytest.mark.slow
 def test_training_statistics_are_measured(trained):
-    from helpers.training import training_dataset
+    from helpers.training.records import training_dataset
 
     _, tokenizer, stats, outer_seconds = trained
     assert stats.steps == 2 and stats.samples == 8 and len(stats.losses) == 2
@@ -257,7 +260,8 @@ def test_training_statistics_are_measured(trained):
 
 @pytest.mark.slow
 def test_the_loss_falls_on_the_completion_only(trained):
-    from helpers.training import build_trainer, training_dataset
+    from helpers.training.trainer import build_trainer
+    from helpers.training.records import training_dataset
 
     model, tokenizer, _, _ = trained
     dataset = training_dataset(TINY, tokenizer)
@@ -274,7 +278,7 @@ def test_the_loss_falls_on_the_completion_only(trained):
 
 @pytest.mark.slow
 def test_lora_targets_all_seven_projections(trained):
-    from helpers.training import count_trainable_parameters, lora_parameter_count
+    from helpers.training.statistics import count_trainable_parameters, lora_parameter_count
 
     model, _, _, _ = trained
     assert count_trainable_parameters(model) == lora_parameter_count(model.config, TINY.lora_r, TINY.lora_targets)
@@ -284,7 +288,7 @@ def test_lora_targets_all_seven_projections(trained):
 def test_saved_adapter_reloads_to_the_same_answers(trained, tmp_path, capsys):
     from helpers.models import generate, load_model
     from helpers.prompts import format_prompt
-    from helpers.training import save_adapter
+    from helpers.training.adapter import save_adapter
 
     model, tokenizer, _, _ = trained
     prompts = [format_prompt(product) for product in DEMO_PRODUCTS]
@@ -308,7 +312,7 @@ def lora_b_weights(model) -> dict:
 def test_a_hand_written_config_is_checked_against_the_profile():
     from trl import SFTConfig
 
-    from helpers.training import settings_differing_from_profile, sft_settings
+    from helpers.training.trainer import settings_differing_from_profile, sft_settings
 
     profile = cpu_profile()
     assert settings_differing_from_profile(SFTConfig(**sft_settings(profile)), profile) == {}
@@ -323,23 +327,23 @@ def test_a_hand_written_config_is_checked_against_the_profile():
 def adapter_folder(tmp_path, monkeypatch):
     from helpers import training
 
-    monkeypatch.setattr(training, "adapter_dir", lambda profile: tmp_path / profile.name)
+    monkeypatch.setattr(training.adapter, "adapter_dir", lambda profile: tmp_path / profile.name)
     trained_profiles = []
 
     def fake_train(profile):
         target = tmp_path / profile.name
         target.mkdir(exist_ok=True)
         (target / "adapter_config.json").write_text("{}")
-        (target / training.FINGERPRINT_FILE).write_text(json.dumps(training.adapter_fingerprint(profile)))
+        (target / training.adapter.FINGERPRINT_FILE).write_text(json.dumps(training.adapter.adapter_fingerprint(profile)))
         trained_profiles.append(profile)
         return target, None
 
-    monkeypatch.setattr(training, "train_adapter", fake_train)
+    monkeypatch.setattr(training.adapter, "train_adapter", fake_train)
     return trained_profiles
 
 
 def test_an_adapter_is_reused_only_for_the_settings_it_was_trained_with(adapter_folder, capsys):
-    from helpers.training import ensure_adapter
+    from helpers.training.adapter import ensure_adapter
 
     profile = cpu_profile()
     ensure_adapter(profile)
@@ -351,7 +355,7 @@ def test_an_adapter_is_reused_only_for_the_settings_it_was_trained_with(adapter_
 
 
 def test_other_training_data_makes_the_adapter_stale(adapter_folder):
-    from helpers.training import ensure_adapter
+    from helpers.training.adapter import ensure_adapter
 
     ensure_adapter(cpu_profile())
     ensure_adapter(dataclasses.replace(cpu_profile(), seed=1))  # another selection of training records
@@ -359,7 +363,7 @@ def test_other_training_data_makes_the_adapter_stale(adapter_folder):
 
 
 def test_an_adapter_without_fingerprint_is_not_trusted(adapter_folder, tmp_path):
-    from helpers.training import ensure_adapter
+    from helpers.training.adapter import ensure_adapter
 
     (tmp_path / "cpu").mkdir()
     (tmp_path / "cpu" / "adapter_config.json").write_text("{}")
@@ -368,7 +372,7 @@ def test_an_adapter_without_fingerprint_is_not_trusted(adapter_folder, tmp_path)
 
 
 def test_another_gpu_model_changes_the_fingerprint(monkeypatch):
-    from helpers.training import base_model_identity
+    from helpers.training.adapter import base_model_identity
 
     assert base_model_identity(gpu_profile().model_name) == {"hub_id": "unsloth/llama-3-8b-bnb-4bit"}
     monkeypatch.setenv("COURSE_GPU_MODEL", "unsloth/mistral-7b-bnb-4bit")
@@ -387,7 +391,7 @@ class BrokenSave:
 
 
 def test_an_interrupted_save_keeps_the_previous_adapter(tmp_path):
-    from helpers.training import save_adapter
+    from helpers.training.adapter import save_adapter
 
     previous = tmp_path / "cpu"
     previous.mkdir()

@@ -1,7 +1,9 @@
 """Helper package of the course. One module per pipeline stage, in pipeline order:
 
-config → data → prompts → models → training → retrieval → evaluation → serving (the three systems behind an
-OpenAI-compatible HTTP service), then lab (student versions and grading of the notebooks themselves)
+config → data → prompts → models, embeddings → training (records, trainer, statistics, adapter) → retrieval →
+evaluation → serving (the three systems behind an OpenAI-compatible HTTP service), then lab (student versions and
+grading of the notebooks themselves). Beside them, used by any stage: quiet (named noise), files (atomic writes),
+display (figures and tables in notebooks); and synthetic and facts, the sample's facts and how an answer is read.
 
 ``import helpers`` imports nothing else and sets nothing: a stage is imported on first use (``helpers.data``,
 ``helpers.models`` ...), and the environment the libraries read is set by the profile that needs it
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 
-STAGES = ("config", "assets", "synthetic", "facts", "data", "prompts", "models", "measurement", "training", "retrieval",
+STAGES = ("config", "assets", "synthetic", "facts", "data", "prompts", "models", "embeddings", "training", "retrieval",
           "evaluation", "serving", "lab", "quiet", "display", "files")
 
 

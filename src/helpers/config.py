@@ -243,8 +243,9 @@ class Profile:
     group_by_length: bool
     gradient_checkpointing: str | bool
     seed: int
-    # The kinds of training example (helpers.training.example_kinds): the share with the product's catalogue record
-    # among other products, and the share where the catalogue has no record; the rest give the title alone.
+    # The kinds of training example (helpers.training.records.example_kinds): the share with the product's
+    # catalogue record among other products, and the share where the catalogue has no record; the rest give the
+    # title alone.
     record_share: float
     no_record_share: float
     # Words of one retrieved document shown in a prompt; longer ones are cut, visibly (…) and counted

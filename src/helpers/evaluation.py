@@ -47,6 +47,7 @@ from helpers.config import (CROSS_RUN_MARGIN, DEMO_PRODUCTS, NOT_STABLE, TARGET_
 from helpers.data import evaluation_samples
 from helpers.facts import FactScore, describe, score_facts
 from helpers.display import markdown_table
+from helpers.embeddings import load_embeddings
 from helpers.synthetic import load_facts
 
 if TYPE_CHECKING:
@@ -305,8 +306,6 @@ def embedding_cosine(predictions: Sequence[str], references: Sequence[str], embe
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
     if not predictions:
         return []
-    from helpers.retrieval import load_embeddings
-
     vectors = load_embeddings(embedding_model).embed_documents([*predictions, *references])
     answers, targets = np.asarray(vectors[: len(predictions)]), np.asarray(vectors[len(predictions) :])
     # The embeddings are normalised, so the dot product is the cosine.
@@ -396,7 +395,7 @@ def run_comparison(profile: Profile, store, sets: dict[str, list[dict]] | None =
     from helpers.models import generate, load_model
     from helpers.prompts import format_prompt
     from helpers.retrieval import CourseModel, retrieval_step, retriever
-    from helpers.training import ensure_adapter
+    from helpers.training.adapter import ensure_adapter
 
     sets = sets or evaluation_sets(profile)
     adapter_dir = adapter_dir or ensure_adapter(profile)  # before the clock starts: a missing one is trained here

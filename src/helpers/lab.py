@@ -303,7 +303,7 @@ from helpers import data, evaluation, retrieval, training
 profile = helpers.config.active_profile()
 data.ensure_processed(profile, progress=False)
 retrieval.ensure_index(profile)
-training.ensure_adapter(profile)
+training.adapter.ensure_adapter(profile)
 evaluation.ensure_baseline_counts(profile, data.evaluation_samples(profile)["held-out"])
 """
 

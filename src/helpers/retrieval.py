@@ -27,7 +27,7 @@ from langchain_core.runnables import Runnable, RunnableLambda, RunnableParallel,
 
 import helpers.models  # noqa: F401  (Unsloth first: sentence-transformers imports transformers)
 from helpers.config import FACTS_USED_MARGIN, Profile, active_profile, clears, embedding_model_name, paths
-from helpers.measurement import load_embeddings  # noqa: F401  (re-exported: notebooks call helpers.retrieval.load_embeddings)
+from helpers.embeddings import load_embeddings
 from helpers.prompts import Catalogue, catalogue_for, document_description, document_text, format_prompt
 from helpers.quiet import progress as progress_bar
 from helpers.facts import describe, score_facts

@@ -61,7 +61,7 @@ class CourseBackend:
         from helpers.data import ensure_processed
         from helpers.models import load_model
         from helpers.retrieval import ensure_index, retrieval_step, retriever
-        from helpers.training import ensure_adapter
+        from helpers.training.adapter import ensure_adapter
 
         self.profile = profile
         ensure_processed(profile, progress=False)

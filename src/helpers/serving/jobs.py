@@ -198,9 +198,10 @@ def run_training_job(job_dir: Path, examples: int, profile: Profile, feedback: P
     import datasets
     from transformers import TrainerCallback
 
-    from helpers.data import ensure_processed, load_processed
-    from helpers.training import (add_lora, build_trainer, load_base_model,
-                                  select_training_records, training_examples)
+    from helpers.data import ensure_processed, load_processed, select_training_records
+    from helpers.training.adapter import add_lora, load_base_model
+    from helpers.training.records import training_examples
+    from helpers.training.trainer import build_trainer
 
     exit_with_parent()
     profile = replace(profile, train_examples=examples)

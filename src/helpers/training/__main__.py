@@ -1,0 +1,3 @@
+from helpers.training.adapter import main
+
+raise SystemExit(main())
