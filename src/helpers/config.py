@@ -1,4 +1,4 @@
-"""Profiles (cpu / gpu) and repo-relative paths, resolved once.
+"""Profiles (cpu / gpu / lab), the environment each sets before the libraries load, and repo-relative paths.
 
 Every notebook starts with ``profile = helpers.config.active_profile()``. Switching from the laptop to a GPU
 changes the profile and nothing else: the same notebooks run the same code.

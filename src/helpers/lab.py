@@ -976,41 +976,59 @@ def print_progress(folder: Path) -> int:
     return 0 if counts.get("passes", 0) == len(table) else 1
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_student(arguments) -> int:
+    for written in write_student_versions(arguments.out):
+        print(f"wrote {written}")
+    return 0
+
+
+def run_release(arguments) -> int:
+    made = write_release(arguments.destination)
+    print(f"wrote the student copy to {made['destination']}: {made['files']} files and the student notebooks "
+          f"{', '.join(made['notebooks'])}")
+    return 0
+
+
+def run_progress(arguments) -> int:
+    return print_progress(arguments.folder or paths().notebooks)
+
+
+def run_grade(arguments) -> int:
+    _, last = grade(arguments.submission, arguments.report_dir, arguments.profile, arguments.cell_timeout,
+                    arguments.timeout)
+    print(last)
+    return 0
+
+
+def command_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m helpers.lab", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     student = commands.add_parser("student", help="write the student versions (student/NN_*.ipynb)")
     student.add_argument("--out", type=Path, default=None)
+    student.set_defaults(run=run_student)
     releasing = commands.add_parser("release", help="write the student copy of the course to a new folder")
     releasing.add_argument("destination", type=Path)
+    releasing.set_defaults(run=run_release)
     progress = commands.add_parser("progress", help="which exercises pass their visible tests (executed notebooks)")
     progress.add_argument("folder", type=Path, nargs="?", default=None)
+    progress.set_defaults(run=run_progress)
     grading = commands.add_parser("grade", help="grade a submitted notebook or a folder of them")
     grading.add_argument("submission", type=Path)
     grading.add_argument("--report-dir", type=Path, default=None)
     grading.add_argument("--profile", default=os.environ.get("GRADE_PROFILE", GRADE_PROFILE))
     grading.add_argument("--cell-timeout", type=int, default=CELL_TIMEOUT_S)
     grading.add_argument("--timeout", type=int, default=NOTEBOOK_TIMEOUT_S, help="seconds for a whole notebook")
-    arguments = parser.parse_args(argv)
+    grading.set_defaults(run=run_grade)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = command_parser().parse_args(argv)
     try:
-        if arguments.command == "student":
-            for written in write_student_versions(arguments.out):
-                print(f"wrote {written}")
-            return 0
-        if arguments.command == "release":
-            made = write_release(arguments.destination)
-            print(f"wrote the student copy to {made['destination']}: {made['files']} files and the student "
-                  f"notebooks {', '.join(made['notebooks'])}")
-            return 0
-        if arguments.command == "progress":
-            return print_progress(arguments.folder or paths().notebooks)
-        _, last = grade(arguments.submission, arguments.report_dir, arguments.profile, arguments.cell_timeout,
-                        arguments.timeout)
+        return arguments.run(arguments)
     except (LabError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(last)
-    return 0
 
 
 if __name__ == "__main__":

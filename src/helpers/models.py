@@ -1,4 +1,4 @@
-"""Load (Unsloth), generate, stream, batch.
+"""Load (Unsloth), generate, stream, batch: the one module that imports Unsloth.
 
 Unsloth is imported here, before transformers, TRL and PEFT, because it patches them on import. Its banner and
 its load line carry the machine's thread count: those two named lines are dropped (helpers.quiet), everything else

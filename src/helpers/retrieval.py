@@ -1,4 +1,4 @@
-"""Embeddings, the Chroma store, the retriever and the RAG chain.
+"""The Chroma store, the retriever and the RAG chain (the embedding model: helpers.embeddings).
 
 Every training product becomes one document ``Product: {title} - Description: {description}`` with the product's
 uid in its metadata. LangChain's indexing API keys each vector by a hash of its content and keeps a record manager of
