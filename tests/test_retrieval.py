@@ -96,7 +96,7 @@ def test_an_index_of_another_embedding_model_is_refused(profile, records, tmp_pa
     assert store._collection.metadata[retrieval.EMBEDDING_MODEL_KEY] == config.MINILM_HUB_ID
     other_model = dataclasses.replace(profile, embedding_model="sentence-transformers/all-mpnet-base-v2")
     with pytest.raises(retrieval.IndexMismatchError, match="holds 6 vectors of sentence-transformers/all-MiniLM-L6-v2"):
-        retrieval.check_embedding_model(store, retrieval.embedding_model_name(other_model.embedding_model))
+        retrieval.check_store_embedding_model(store, retrieval.embedding_model_name(other_model.embedding_model))
 
 
 def test_the_embedding_model_name_is_the_same_on_every_machine(profile):

@@ -38,6 +38,7 @@ import msgspec
 
 from helpers.config import DEMO_PRODUCTS, PROFILE_ENV_VAR, Profile, active_profile, cpu_profile, paths
 from helpers.display import FIGURE_DPI, shown_figure
+from helpers.files import replaced_on_success
 
 if TYPE_CHECKING:
     import datasets
@@ -312,28 +313,26 @@ def preprocess(
     stats = PreprocessingStats(str(input_path), min_description_chars, heldout_fraction)
     final = {name: output_dir / file for name, file in
              (("train", TRAIN_FILE), ("heldout", HELDOUT_FILE), ("stats", STATS_FILE))}
-    # Written under temporary names and renamed at the end: a crash never leaves outputs that look complete.
-    partial = {name: path.with_name(f".{path.name}.{os.getpid()}.partial") for name, path in final.items()}
     bar = None
     if progress:
         from helpers.quiet import progress as progress_bar
 
         bar = progress_bar(total=count_lines(input_path), unit="records", desc=f"preprocessing {input_path.name}")
+    # Written under temporary names and renamed when all went well, stats last (outermost): its presence marks
+    # complete outputs, and a crash or a wrong format never leaves outputs that look complete.
     try:
-        with partial["train"].open("wb") as train_file, partial["heldout"].open("wb") as heldout_file:
-            _stream_input(input_path, train_file, heldout_file, stats, bar)
-        raise_if_mostly_malformed(input_path, stats)  # before the renames: a wrong format leaves no outputs
-        stats.outputs = {name: str(path) for name, path in final.items()}
-        input_stat = input_path.stat()
-        stats.input_signature = {"bytes": input_stat.st_size, "mtime_ns": input_stat.st_mtime_ns}
-        partial["stats"].write_text(json.dumps(asdict(stats), indent=1, ensure_ascii=False) + "\n")
-        for name in ("train", "heldout", "stats"):  # stats last: its presence marks complete outputs
-            partial[name].replace(final[name])
+        with (replaced_on_success(final["stats"]) as stats_file, replaced_on_success(final["train"]) as train_path,
+              replaced_on_success(final["heldout"]) as heldout_path):
+            with train_path.open("wb") as train_file, heldout_path.open("wb") as heldout_file:
+                _stream_input(input_path, train_file, heldout_file, stats, bar)
+            raise_if_mostly_malformed(input_path, stats)
+            stats.outputs = {name: str(path) for name, path in final.items()}
+            input_stat = input_path.stat()
+            stats.input_signature = {"bytes": input_stat.st_size, "mtime_ns": input_stat.st_mtime_ns}
+            stats_file.write_text(json.dumps(asdict(stats), indent=1, ensure_ascii=False) + "\n")
     finally:
         if bar is not None:
             bar.close()
-        for path in partial.values():
-            path.unlink(missing_ok=True)
     return asdict(stats)
 
 

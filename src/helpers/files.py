@@ -9,13 +9,27 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
-def write_text_atomically(path: Path, text: str) -> None:
+@contextmanager
+def replaced_on_success(path: Path) -> Iterator[Path]:
+    """A hidden path beside ``path`` to write to; renamed over ``path`` when the block ends without an error,
+    removed when it raises. Nested blocks rename innermost first, so the file that marks a set complete goes
+    outermost."""
     partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(path)
+    try:
+        yield partial
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    with replaced_on_success(path) as partial:
+        partial.write_text(text, encoding="utf-8")
 
 
 def write_json_atomically(path: Path, value) -> None:

@@ -106,11 +106,11 @@ def open_store(profile: Profile, persist_directory: Path | None = None, collecti
         collection_configuration=COLLECTION_CONFIGURATION,
         collection_metadata={EMBEDDING_MODEL_KEY: model_name},
     )
-    check_embedding_model(store, model_name)
+    check_store_embedding_model(store, model_name)
     return store
 
 
-def check_embedding_model(store, model_name: str) -> None:
+def check_store_embedding_model(store, model_name: str) -> None:
     recorded = (store._collection.metadata or {}).get(EMBEDDING_MODEL_KEY)
     if recorded == model_name:
         return
